@@ -1,0 +1,121 @@
+"""Transport-neutral request and response types shared by listeners, the DataPlane, codecs and backends.
+
+Tensor data stays a numpy array end to end: codecs build it with `np.frombuffer` from wire bytes and
+backends serialise it with `tobytes`; nothing here touches elements one by one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+
+# A request/tensor parameter value, as OIP allows (gRPC InferParameter oneof; JSON scalar).
+Parameter = Union[bool, int, float, str]
+Parameters = dict[str, Parameter]
+
+
+@dataclass(slots=True)
+class Tensor:
+    """A named tensor.
+
+    `data` has dtype `datatypes.numpy_dtype(datatype)` and shape `shape` (BYTES: object array of bytes;
+    BF16: uint16 bit patterns). `parameters` carries per-tensor protocol parameters such as `binary_data`.
+    """
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: np.ndarray
+    parameters: Parameters = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        if self.datatype == "BYTES":
+            return sum(len(b) for b in self.data.ravel())
+        return int(self.data.nbytes)
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    name: str
+    parameters: Parameters = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    """`model_version` is "" when the client did not pin one. `outputs` None means all outputs."""
+
+    model_name: str
+    inputs: list[Tensor]
+    model_version: str = ""
+    id: str = ""
+    outputs: list[RequestedOutput] | None = None
+    parameters: Parameters = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferenceResponse:
+    model_name: str
+    outputs: list[Tensor]
+    model_version: str = ""
+    id: str = ""
+    parameters: Parameters = field(default_factory=dict)
+
+
+@dataclass(slots=True, frozen=True)
+class TensorMetadata:
+    """Shape uses -1 for a variable dimension (the batch dimension included)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class ModelMetadata:
+    name: str
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+    versions: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ModelConfig:
+    """The Triton-style model configuration served at `/v2/models/{m}/config` and by gRPC `ModelConfig`.
+
+    With `max_batch_size > 0` the tensor dims exclude the batch dimension, as Triton's do.
+    """
+
+    name: str
+    platform: str
+    max_batch_size: int
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+    backend: str = ""
+    max_queue_delay_microseconds: int = 0
+    preferred_batch_sizes: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ServerMetadata:
+    name: str
+    version: str
+    extensions: list[str]
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What a listener knows about a call that the core needs: the transport and the client's deadline.
+
+    `deadline` is an absolute `time.monotonic()` value or None. `request_bytes` is the size of the request
+    as received on the wire. The DataPlane fills `model_label` with the bounded metric label it resolved.
+    """
+
+    protocol: str
+    deadline: float | None = None
+    request_bytes: int = 0
+    model_label: str = ""
+    version_label: str = ""
