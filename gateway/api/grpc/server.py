@@ -1,0 +1,95 @@
+"""Start the gRPC listener: the OIP service, `grpc.health.v1` and server reflection on one port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from gateway.api.grpc.servicer import InferenceServicer
+from gateway.proto import inference_pb2, inference_pb2_grpc
+from gateway.server import InferenceServer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+SERVICE_NAME = "inference.GRPCInferenceService"
+HEALTH_POLL_S = 1.0
+
+# Health-tracking task per started server, cancelled by `stop_grpc_server`.
+_health_tasks: dict[int, asyncio.Task[None]] = {}
+
+
+def _reflection_pool() -> descriptor_pool.DescriptorPool:
+    """A pool holding every service we expose; ours lives in a private pool (see scripts/gen_proto.py)."""
+    pool = descriptor_pool.DescriptorPool()
+    for module in (inference_pb2, health_pb2, reflection_pb2):
+        pool.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
+    return pool
+
+
+async def _track_health(server: InferenceServer, servicer: health.aio.HealthServicer) -> None:
+    """Keep `grpc.health.v1` in step with the server's readiness (overall and for the OIP service)."""
+    serving = health_pb2.HealthCheckResponse.SERVING
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    while True:
+        try:
+            status = serving if await server.ready() else not_serving
+        except Exception:
+            log.exception("readiness check failed")
+            status = not_serving
+        for name in ("", SERVICE_NAME):
+            await servicer.set(name, status)
+        await asyncio.sleep(HEALTH_POLL_S)
+
+
+async def start_grpc_server(
+    server: InferenceServer,
+    host: str,
+    port: int,
+    *,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    reuse_port: bool = False,
+) -> grpc.aio.Server:
+    """Start and return a grpc.aio server for `server`.
+
+    Messages over `max_message_bytes` are refused by gRPC itself with RESOURCE_EXHAUSTED. `reuse_port`
+    lets several worker processes share the port.
+    """
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ]
+    grpc_server = grpc.aio.server(options=options)
+    inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(server), grpc_server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server, pool=_reflection_pool()
+    )
+    bound = grpc_server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind gRPC listener on {host}:{port}")
+    await grpc_server.start()
+    task = asyncio.get_running_loop().create_task(_track_health(server, health_servicer))
+    _health_tasks[id(grpc_server)] = task
+    return grpc_server
+
+
+async def stop_grpc_server(grpc_server: grpc.aio.Server, grace_s: float = 5.0) -> None:
+    """Stop accepting calls, let in-flight ones finish for up to `grace_s`, stop health tracking."""
+    task = _health_tasks.pop(id(grpc_server), None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await grpc_server.stop(grace_s)

@@ -1,0 +1,101 @@
+"""The Open Inference Protocol gRPC servicer (grpc.aio), over any `InferenceServer`.
+
+Each RPC converts with the v2 protobuf codec, calls the server and converts back; a `GatewayError`
+becomes the call's status through the same `ErrorCode` table the REST listener uses. Unknown exceptions
+are logged with their traceback and reported as INTERNAL with an opaque message.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+import grpc
+
+from gateway.api.deadline import deadline_from
+from gateway.codecs.v2 import protobuf as codec
+from gateway.errors import ErrorCode, GatewayError
+from gateway.proto import inference_pb2 as pb
+from gateway.proto import inference_pb2_grpc
+from gateway.server import InferenceServer
+from gateway.types import RequestContext
+
+log = logging.getLogger(__name__)
+
+_STATUS_BY_NUMBER: Final[dict[int, grpc.StatusCode]] = {s.value[0]: s for s in grpc.StatusCode}
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
+
+
+def status_for(code: ErrorCode) -> grpc.StatusCode:
+    return _STATUS_BY_NUMBER[code.grpc_code]
+
+
+def _reports_errors(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
+    """Turn the core's errors into gRPC statuses at this one boundary."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
+        try:
+            return await handler(self, request, context)
+        except GatewayError as exc:
+            await context.abort(status_for(exc.code), exc.message)
+        except Exception:
+            log.exception("unhandled error in %s", handler.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        raise AssertionError("unreachable: context.abort raises")
+
+    return wrapper
+
+
+class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, server: InferenceServer) -> None:
+        self._server = server
+
+    @_reports_errors
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=await self._server.live())
+
+    @_reports_errors
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=await self._server.ready())
+
+    @_reports_errors
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=await self._server.model_ready(request.name, request.version))
+
+    @_reports_errors
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Any
+    ) -> pb.ServerMetadataResponse:
+        return codec.server_metadata_to_proto(await self._server.server_metadata())
+
+    @_reports_errors
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+        metadata = await self._server.model_metadata(request.name, request.version)
+        return codec.model_metadata_to_proto(metadata)
+
+    @_reports_errors
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+        config = await self._server.model_config(request.name, request.version)
+        return pb.ModelConfigResponse(config=codec.model_config_to_proto(config))
+
+    @_reports_errors
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ModelInferResponse:
+        inference_request = codec.request_from_proto(request)
+        call_context = RequestContext(
+            protocol="grpc",
+            deadline=deadline_from(inference_request.parameters, context.time_remaining()),
+            request_bytes=request.ByteSize(),
+        )
+        response = codec.response_to_proto(
+            await self._server.infer(inference_request, call_context), inference_request
+        )
+        self._server.observe_transfer(call_context, call_context.request_bytes, response.ByteSize())
+        return response

@@ -1,0 +1,265 @@
+"""The whole stack on one machine: example models exported, the JAX runtime and the gateway started.
+
+`gateway up` runs it in the foreground until Ctrl-C; the integration tests and the benchmark start the
+same processes through `LocalStack`, so what a new user runs is what CI tests. The runtime is a separate
+process (it needs JAX; the gateway does not), started with `python -m runtimes.jax`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import yaml
+
+READY_TIMEOUT_S = 300.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the OS picks it; a race with other processes is possible)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class ManagedProcess:
+    """A child process that prints one line starting with `ready_prefix` once it serves.
+
+    Its output is passed through to ours (prefixed with `name`) so a failure is visible, and it is
+    stopped with SIGINT (graceful), then SIGKILL if it does not exit in time.
+    """
+
+    def __init__(self, name: str, argv: list[str], ready_prefix: str, env: dict[str, str] | None = None):
+        self.name = name
+        self.argv = argv
+        self.ready_prefix = ready_prefix
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+
+    def start(self, timeout_s: float = READY_TIMEOUT_S, echo: bool = True) -> str:
+        """Start the process and return its ready line; raise RuntimeError if it dies or times out."""
+        self.proc = subprocess.Popen(
+            self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env, bufsize=1
+        )
+        assert self.proc.stdout is not None
+        selector = selectors.DefaultSelector()
+        selector.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                if not selector.select(timeout=0.5):
+                    if self.proc.poll() is not None:
+                        break
+                    continue
+                line = self.proc.stdout.readline()
+                if not line:
+                    if self.proc.poll() is not None:
+                        break
+                    continue
+                self.output.append(line)
+                if echo:
+                    sys.stdout.write(f"[{self.name}] {line}")
+                if line.startswith(self.ready_prefix):
+                    return line.strip()
+        finally:
+            selector.close()
+        self.stop()
+        tail = "".join(self.output[-40:])
+        raise RuntimeError(f"{self.name} did not become ready (exit code {self.proc.returncode}):\n{tail}")
+
+    def drain(self) -> None:
+        """Keep forwarding output in the background so the child never blocks on a full pipe."""
+        import threading
+
+        proc = self.proc
+        if proc is None or proc.stdout is None:
+            return
+        stream = proc.stdout
+
+        def pump() -> None:
+            for line in stream:
+                self.output.append(line)
+                del self.output[:-500]
+
+        threading.Thread(target=pump, name=f"{self.name}-output", daemon=True).start()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@dataclass
+class StackPorts:
+    host: str = "127.0.0.1"
+    gateway_rest: int = 8000
+    gateway_grpc: int = 8001
+    gateway_metrics: int = 8002
+    runtime_http: int = 8010
+    runtime_grpc: int = 8011
+    runtime_metrics: int = 8012
+
+    @classmethod
+    def ephemeral(cls) -> StackPorts:
+        return cls(*(["127.0.0.1"] + [free_port() for _ in range(6)]))  # type: ignore[arg-type]
+
+
+EXAMPLE_MODELS = ("cnn", "encoder")
+
+
+def gateway_config(ports: StackPorts, models: tuple[str, ...] = EXAMPLE_MODELS) -> dict[str, object]:
+    """The gateway configuration that routes the example models to the local JAX runtime."""
+    return {
+        "listeners": {
+            "rest": {"host": ports.host, "port": ports.gateway_rest},
+            "grpc": {"host": ports.host, "port": ports.gateway_grpc},
+            "metrics": {"host": ports.host, "port": ports.gateway_metrics},
+        },
+        "backends": {
+            "jax": {
+                "kind": "v2",
+                "protocol": "grpc",
+                "endpoints": [f"{ports.host}:{ports.runtime_grpc}"],
+                "timeout_s": 30,
+            }
+        },
+        "routes": [{"model": m, "backend": "jax"} for m in models],
+    }
+
+
+@dataclass
+class LocalStack:
+    """Export the example models (once), start the runtime, then the gateway routed to it."""
+
+    workdir: Path
+    ports: StackPorts = field(default_factory=StackPorts)
+    echo: bool = True
+    gateway_workers: int = 1
+    runtime: ManagedProcess | None = None
+    gateway: ManagedProcess | None = None
+
+    @property
+    def model_repository(self) -> Path:
+        return self.workdir / "models"
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "gateway.yaml"
+
+    def export_models(self) -> None:
+        if all((self.model_repository / m).is_dir() for m in EXAMPLE_MODELS):
+            return
+        subprocess.run(
+            [sys.executable, "-m", "runtimes.jax", "export-examples", str(self.model_repository)], check=True
+        )
+
+    def start(self) -> LocalStack:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.export_models()
+        p = self.ports
+        self.runtime = ManagedProcess(
+            "jax-runtime",
+            [
+                sys.executable,
+                "-m",
+                "runtimes.jax",
+                "serve",
+                "--model-repository",
+                str(self.model_repository),
+                "--host",
+                p.host,
+                "--http-port",
+                str(p.runtime_http),
+                "--grpc-port",
+                str(p.runtime_grpc),
+                "--metrics-port",
+                str(p.runtime_metrics),
+                "--compilation-cache",
+                str(self.workdir / "xla-cache"),
+            ],
+            ready_prefix="jax-runtime ready",
+        )
+        self.runtime.start(echo=self.echo)
+        self.runtime.drain()
+        config = gateway_config(p)
+        config["listeners"]["workers"] = self.gateway_workers  # type: ignore[index]
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.gateway = ManagedProcess(
+            "gateway",
+            [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path)],
+            ready_prefix="gateway ready",
+        )
+        try:
+            self.gateway.start(echo=self.echo)
+        except BaseException:
+            self.runtime.stop()
+            raise
+        self.gateway.drain()
+        return self
+
+    def stop(self) -> None:
+        for proc in (self.gateway, self.runtime):
+            if proc is not None:
+                with contextlib.suppress(Exception):
+                    proc.stop()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def how_to_call(ports: StackPorts) -> str:
+    rest = f"http://{ports.host}:{ports.gateway_rest}"
+    return f"""
+The stack is up.
+  gateway REST    {rest}        (Open Inference Protocol, KServe v2)
+  gateway gRPC    {ports.host}:{ports.gateway_grpc}
+  gateway metrics http://{ports.host}:{ports.gateway_metrics}/metrics
+  JAX runtime     http://{ports.host}:{ports.runtime_http}  grpc {ports.host}:{ports.runtime_grpc}  \
+metrics http://{ports.host}:{ports.runtime_metrics}/metrics
+
+Try:
+  curl {rest}/v2/models/encoder
+  curl -s -X POST {rest}/v2/models/encoder/infer -H 'content-type: application/json' \\
+    -d '{{"inputs":[{{"name":"tokens","shape":[1,16],"datatype":"INT32",\
+          "data":[[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]]}}]}}'
+  python examples/client_tritonclient.py --url {ports.host}:{ports.gateway_grpc} --protocol grpc
+
+Ctrl-C stops both.
+"""
+
+
+def run_foreground(workdir: Path) -> int:
+    """`gateway up`: start everything on the default ports and wait for Ctrl-C."""
+    stack = LocalStack(workdir=workdir)
+    try:
+        stack.start()
+        print(how_to_call(stack.ports), flush=True)
+        while all(p.proc is not None and p.proc.poll() is None for p in (stack.runtime, stack.gateway) if p):
+            time.sleep(0.5)
+        print("a process of the stack exited; stopping", flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping", flush=True)
+        return 0
+    finally:
+        stack.stop()

@@ -1,0 +1,128 @@
+"""Prometheus counters move with real traffic; a dead backend is 503 / UNAVAILABLE."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.utils import InferenceServerException
+
+from gateway.local_stack import LocalStack, ManagedProcess, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _samples(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = httpx.get(f"http://{url}/metrics", timeout=10).text
+    out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def _value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
+
+
+def _tokens_input() -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput("tokens", [1, 16], "INT32")
+    tensor.set_data_from_numpy(np.arange(16, dtype=np.int32).reshape(1, 16))
+    return tensor
+
+
+def test_gateway_counters_move(stack: LocalStack, gateway_grpc: str, gateway_http: str) -> None:
+    """N successful gRPC calls add N to the request counter and latency histograms of that model."""
+    metrics_url = f"{stack.ports.host}:{stack.ports.gateway_metrics}"
+    before = _samples(metrics_url)
+    client = grpcclient.InferenceServerClient(url=gateway_grpc)
+    for _ in range(5):
+        client.infer("encoder", [_tokens_input()])
+    with pytest.raises(InferenceServerException):
+        client.infer("some-unknown-model", [_tokens_input()])
+    after = _samples(metrics_url)
+
+    def delta(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    ok = {"model": "encoder", "protocol": "grpc", "code": "OK"}
+    assert delta("gateway_requests_total", **ok) == 5
+    assert delta("gateway_request_duration_seconds_count", model="encoder", protocol="grpc") == 5
+    assert delta("gateway_backend_duration_seconds_count", model="encoder") == 5
+    assert delta("gateway_request_bytes_total", model="encoder", protocol="grpc") > 0
+    assert delta("gateway_response_bytes_total", model="encoder", protocol="grpc") > 0
+    # The unknown model is counted under a bounded label, never under its own name.
+    assert delta("gateway_requests_total", model="_unknown", code="NOT_FOUND") == 1
+    assert not any(dict(labels).get("model") == "some-unknown-model" for _, labels in after)
+
+
+def test_runtime_metrics_move(stack: LocalStack, runtime_grpc: str) -> None:
+    """The JAX runtime's batch-size and compute-time histograms count the requests it served."""
+    metrics_url = f"{stack.ports.host}:{stack.ports.runtime_metrics}"
+    before = _samples(metrics_url)
+    client = grpcclient.InferenceServerClient(url=runtime_grpc)
+    for _ in range(3):
+        client.infer("encoder", [_tokens_input()])
+    after = _samples(metrics_url)
+    batches = _value(after, "jax_runtime_batch_size_count", model="encoder") - _value(
+        before, "jax_runtime_batch_size_count", model="encoder"
+    )
+    assert 1 <= batches <= 3
+    assert _value(after, "jax_runtime_compute_duration_seconds_count", model="encoder") > _value(
+        before, "jax_runtime_compute_duration_seconds_count", model="encoder"
+    )
+    assert _value(after, "jax_runtime_compile_duration_seconds_count", model="encoder") >= 1
+
+
+@pytest.fixture
+def gateway_with_dead_backend(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A gateway alone whose only backend endpoint has nothing listening."""
+    rest, grpc_port, metrics = free_port(), free_port(), free_port()
+    config = {
+        "listeners": {
+            "rest": {"host": "127.0.0.1", "port": rest},
+            "grpc": {"host": "127.0.0.1", "port": grpc_port},
+            "metrics": {"host": "127.0.0.1", "port": metrics},
+        },
+        "backends": {"jax": {"kind": "v2", "endpoints": [f"127.0.0.1:{free_port()}"], "timeout_s": 5}},
+        "routes": [{"model": "cnn", "backend": "jax"}],
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = ManagedProcess(
+        "gateway", [sys.executable, "-m", "gateway", "serve", "--config", str(path)], "gateway ready"
+    )
+    proc.start(timeout_s=60, echo=False)
+    proc.drain()
+    try:
+        yield f"127.0.0.1:{rest}", f"127.0.0.1:{grpc_port}"
+    finally:
+        proc.stop()
+
+
+def test_dead_backend_is_unavailable(gateway_with_dead_backend: tuple[str, str]) -> None:
+    """With the backend down, infer is 503 over REST and UNAVAILABLE over gRPC, naming the backend."""
+    rest, grpc_url = gateway_with_dead_backend
+    image = np.zeros((1, 28, 28, 1), dtype=np.float32)
+    http_input = httpclient.InferInput("image", [1, 28, 28, 1], "FP32")
+    http_input.set_data_from_numpy(image)
+    with pytest.raises(InferenceServerException) as info:
+        httpclient.InferenceServerClient(url=rest).infer("cnn", [http_input])
+    assert str(info.value.status()) == "503"
+    assert "jax" in info.value.message()
+    grpc_input = grpcclient.InferInput("image", [1, 28, 28, 1], "FP32")
+    grpc_input.set_data_from_numpy(image)
+    with pytest.raises(InferenceServerException) as info:
+        grpcclient.InferenceServerClient(url=grpc_url).infer("cnn", [grpc_input])
+    assert str(info.value.status()) == "StatusCode.UNAVAILABLE"
+    assert not httpclient.InferenceServerClient(url=rest).is_server_ready()
