@@ -119,7 +119,7 @@ class StackPorts:
         return cls(*(["127.0.0.1"] + [free_port() for _ in range(6)]))  # type: ignore[arg-type]
 
 
-EXAMPLE_MODELS = ("cnn", "encoder")
+EXAMPLE_MODELS = ("cnn", "transformer")
 
 
 def gateway_config(ports: StackPorts, models: tuple[str, ...] = EXAMPLE_MODELS) -> dict[str, object]:
@@ -238,8 +238,8 @@ The stack is up.
 metrics http://{ports.host}:{ports.runtime_metrics}/metrics
 
 Try:
-  curl {rest}/v2/models/encoder
-  curl -s -X POST {rest}/v2/models/encoder/infer -H 'content-type: application/json' \\
+  curl {rest}/v2/models/transformer
+  curl -s -X POST {rest}/v2/models/transformer/infer -H 'content-type: application/json' \\
     -d '{{"inputs":[{{"name":"tokens","shape":[1,16],"datatype":"INT32",\
           "data":[[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]]}}]}}'
   python examples/client_tritonclient.py --url {ports.host}:{ports.gateway_grpc} --protocol grpc

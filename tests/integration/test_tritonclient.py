@@ -76,9 +76,9 @@ def test_encoder_through_gateway_matches_runtime(
     """The transformer encoder answers identically through the gateway and directly; rows differ by input."""
     tokens = _tokens(2)
     via_gateway = _infer(
-        protocol, gateway_grpc if protocol == "grpc" else gateway_http, "encoder", tokens, binary
+        protocol, gateway_grpc if protocol == "grpc" else gateway_http, "transformer", tokens, binary
     )
-    direct = _infer(protocol, runtime_grpc if protocol == "grpc" else runtime_http, "encoder", tokens, binary)
+    direct = _infer(protocol, runtime_grpc if protocol == "grpc" else runtime_http, "transformer", tokens, binary)
     got = via_gateway.as_numpy("embedding")
     assert got.shape == (2, 32)
     np.testing.assert_allclose(got, direct.as_numpy("embedding"), rtol=1e-6)
@@ -107,7 +107,7 @@ def test_health_metadata_and_config(protocol: str, gateway_http: str, gateway_gr
 def test_request_id_echoed(protocol: str, gateway_http: str, gateway_grpc: str) -> None:
     """The request id a client sets comes back on the response."""
     url = gateway_grpc if protocol == "grpc" else gateway_http
-    result = _infer(protocol, url, "encoder", _tokens(1), request_id="req-42")
+    result = _infer(protocol, url, "transformer", _tokens(1), request_id="req-42")
     response = result.get_response(as_json=True) if protocol == "grpc" else result.get_response()
     assert response["id"] == "req-42"
 
@@ -133,7 +133,7 @@ def test_wrong_input_name_is_invalid_argument(protocol: str, gateway_http: str, 
     client = _client(protocol, url)
     tensor = _input(protocol, "not_tokens", "INT32", _tokens(1), True)
     with pytest.raises(InferenceServerException) as info:
-        client.infer("encoder", [tensor])
+        client.infer("transformer", [tensor])
     assert _status(info.value) in ("400", "StatusCode.INVALID_ARGUMENT")
     assert "not_tokens" in info.value.message()
 

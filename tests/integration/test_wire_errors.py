@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
     return httpx.post(
-        f"http://{url}/v2/models/encoder/infer", content=body, headers=headers or {}, timeout=30
+        f"http://{url}/v2/models/transformer/infer", content=body, headers=headers or {}, timeout=30
     )
 
 
@@ -115,7 +115,7 @@ def _grpc_stub(url: str) -> tuple[grpc.Channel, Any]:
 def test_grpc_raw_size_mismatch_is_invalid_argument(gateway_grpc: str) -> None:
     """gRPC raw_input_contents of the wrong size is INVALID_ARGUMENT naming the input."""
     channel, stub = _grpc_stub(gateway_grpc)
-    request = pb.ModelInferRequest(model_name="encoder")
+    request = pb.ModelInferRequest(model_name="transformer")
     request.inputs.add(name="tokens", datatype="INT32", shape=[1, 16])
     request.raw_input_contents.append(struct.pack("<4i", 1, 2, 3, 4))
     with channel, pytest.raises(grpc.RpcError) as info:
@@ -127,7 +127,7 @@ def test_grpc_raw_size_mismatch_is_invalid_argument(gateway_grpc: str) -> None:
 def test_grpc_message_over_limit_is_resource_exhausted(gateway_grpc: str) -> None:
     """A gRPC message larger than the configured limit is RESOURCE_EXHAUSTED."""
     channel, stub = _grpc_stub(gateway_grpc)
-    request = pb.ModelInferRequest(model_name="encoder")
+    request = pb.ModelInferRequest(model_name="transformer")
     request.inputs.add(name="tokens", datatype="INT32", shape=[1, 16])
     request.raw_input_contents.append(b"\0" * (64 * 1024 * 1024 + 16))
     with channel, pytest.raises(grpc.RpcError) as info:
