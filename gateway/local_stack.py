@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ class ManagedProcess:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
+        self._pump: threading.Thread | None = None
 
     def start(self, timeout_s: float = READY_TIMEOUT_S, echo: bool = True) -> str:
         """Start the process and return its ready line; raise RuntimeError if it dies or times out."""
@@ -77,10 +79,8 @@ class ManagedProcess:
         tail = "".join(self.output[-40:])
         raise RuntimeError(f"{self.name} did not become ready (exit code {self.proc.returncode}):\n{tail}")
 
-    def drain(self) -> None:
-        """Keep forwarding output in the background so the child never blocks on a full pipe."""
-        import threading
-
+    def drain(self, echo: bool = False) -> None:
+        """Keep reading output in the background so the child never blocks on a full pipe."""
         proc = self.proc
         if proc is None or proc.stdout is None:
             return
@@ -88,20 +88,29 @@ class ManagedProcess:
 
         def pump() -> None:
             for line in stream:
+                if echo:
+                    sys.stdout.write(f"[{self.name}] {line}")
                 self.output.append(line)
                 del self.output[:-500]
 
-        threading.Thread(target=pump, name=f"{self.name}-output", daemon=True).start()
+        self._pump = threading.Thread(target=pump, name=f"{self.name}-output", daemon=True)
+        self._pump.start()
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        """SIGINT (graceful), SIGKILL after `timeout_s`; then release the output pipe."""
+        if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._pump is not None:
+            self._pump.join(timeout=5)  # reaches EOF once the process has exited
+        if self.proc.stdout is not None and (self._pump is None or not self._pump.is_alive()):
+            self.proc.stdout.close()
 
 
 @dataclass
@@ -195,7 +204,7 @@ class LocalStack:
             ready_prefix="jax-runtime ready",
         )
         self.runtime.start(echo=self.echo)
-        self.runtime.drain()
+        self.runtime.drain(echo=self.echo)
         config = gateway_config(p)
         config["listeners"]["workers"] = self.gateway_workers  # type: ignore[index]
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -209,7 +218,7 @@ class LocalStack:
         except BaseException:
             self.runtime.stop()
             raise
-        self.gateway.drain()
+        self.gateway.drain(echo=self.echo)
         return self
 
     def stop(self) -> None:

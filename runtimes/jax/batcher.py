@@ -1,0 +1,333 @@
+"""Dynamic batching: merge concurrent requests into one device call per batch bucket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from gateway.errors import DeadlineExceeded, ErrorCode, GatewayError, InvalidRequest, ModelNotReady
+from runtimes.jax.config import BatchingConfig
+
+_log = logging.getLogger(__name__)
+
+Arrays = Sequence[np.ndarray]
+
+
+class BatchRunner(Protocol):
+    """Runs one padded batch, blocking (a model replica on one device; a fake in tests)."""
+
+    name: str
+
+    def run(self, inputs: Arrays) -> Arrays: ...
+
+
+class BatchStats(Protocol):
+    """Receives one observation per batch run (metrics; nothing in tests)."""
+
+    def observe_batch(
+        self, *, rows: int, bucket: int, queue_seconds: Sequence[float], compute_seconds: float
+    ) -> None: ...
+
+
+@dataclass(eq=False, slots=True)
+class _Item:
+    inputs: Arrays
+    rows: int
+    future: asyncio.Future[list[np.ndarray]]
+    enqueued_at: float
+    deadline: float | None
+
+
+class DynamicBatcher:
+    """Merges concurrent requests into batches and runs each on the replica that has been free longest.
+
+    Algorithm (one dispatcher task per model version; its state lives on the event loop, so no locks):
+
+    1. `submit` appends the request to a FIFO queue. A request of more than `max_batch_size` rows is
+       SPLIT into chunks of at most that many, queued back to back, and its outputs concatenated:
+       clients need not know the server's limit.
+    2. The dispatcher waits for a queued request, then for a free replica slot. Each replica has
+       `depth` slots (default 2): one batch running on its worker thread and the next already formed
+       and waiting behind it, so the device never idles while the event loop catches up. Slots are
+       handed out in the order they were freed: round-robin across replicas under load, least-busy
+       when their speeds differ.
+    3. Holding a slot, it waits until the queue holds `max_batch_size` rows or the oldest request has
+       waited `max_queue_delay_ms`, whichever is first. Time spent waiting for a slot counts toward
+       the delay, so a loaded server adds no delay on top of its queueing.
+    4. It takes requests from the head while they fit (strict FIFO: it never skips a request that
+       does not fit to pack a smaller one behind it, so large requests cannot starve), hands them to
+       the replica's single worker thread, and loops: the next batch forms while this one runs.
+    5. The worker thread stacks the rows into one array per input, zero-pads them to the smallest
+       bucket that holds them, runs the executable, and slices each request's rows out of the
+       outputs. The event loop only moves references; it never touches tensor data.
+
+    Isolation: requests are validated against the model's signature before they are queued, so a
+    malformed tensor never reaches a batch. If a merged batch still fails, each of its requests is
+    run again alone, so the one at fault fails and the others get their answers.
+
+    Caveats: padding rows cost compute (the padding-ratio metric shows how much; closer buckets cut
+    it); a lone request waits the full delay when traffic is light, so keep the delay to a few
+    milliseconds; with depth 2 a batch may leave before the previous one finished, so under moderate
+    load batches are somewhat smaller than with depth 1 (the price of never idling the device); a
+    cancelled request counts toward the rows that trigger a flush until it reaches the head of the
+    queue; a request past its deadline fails with DEADLINE_EXCEEDED when its batch forms, but once
+    running it is not interrupted.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        runners: Sequence[BatchRunner],
+        batching: BatchingConfig,
+        *,
+        stats: BatchStats | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        depth: int = 2,
+    ) -> None:
+        if not runners or depth < 1:
+            raise ValueError("a batcher needs at least one runner and a depth of at least 1")
+        # For messages and logs, e.g. "model 'cnn' version '1'".
+        self.name = name
+        self._runners = list(runners)
+        self._batching = batching
+        self._max_rows = batching.max_batch_size
+        self._delay = batching.max_queue_delay_ms / 1000.0
+        self._stats = stats
+        self._clock = clock
+        # One thread per replica: the device call releases the GIL, and the event loop keeps serving.
+        self._executors = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"jax-replica-{i}")
+            for i in range(len(runners))
+        ]
+        self._queue: deque[_Item] = deque()
+        self._queued_rows = 0
+        self._changed = asyncio.Event()
+        # Free slots, by replica index: `depth` per replica, interleaved so batches alternate replicas.
+        self._idle: asyncio.Queue[int] = asyncio.Queue()
+        for _ in range(depth):
+            for index in range(len(runners)):
+                self._idle.put_nowait(index)
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    async def submit(self, inputs: Arrays, *, deadline: float | None = None) -> list[np.ndarray]:
+        """Queues one request (one array per model input, batch first) and returns its outputs.
+
+        Raises:
+            ModelNotReady: The batcher is closing (its model version is being unloaded).
+            DeadlineExceeded: `deadline` (a `clock()` value) passed before the request's batch formed.
+            GatewayError: The model failed on this request.
+        """
+        if self._closing:
+            raise ModelNotReady(f"{self.name} is unloading")
+        rows = int(inputs[0].shape[0])
+        if rows < 1:
+            raise InvalidRequest(f"{self.name}: the batch dimension must be at least 1")
+        if self._dispatcher is None:
+            self._dispatcher = asyncio.create_task(self._dispatch(), name=f"batcher {self.name}")
+        if rows <= self._max_rows:
+            return await self._put(inputs, rows, deadline)
+        step = self._max_rows
+        futures = [
+            self._put([x[i : i + step] for x in inputs], min(step, rows - i), deadline)
+            for i in range(0, rows, step)
+        ]
+        parts = await asyncio.gather(*futures)
+        return [np.concatenate([part[k] for part in parts]) for k in range(len(parts[0]))]
+
+    async def close(self) -> None:
+        """Stops accepting requests, runs everything already queued, and waits for running batches."""
+        self._closing = True
+        self._changed.set()
+        if self._dispatcher is not None:
+            await self._dispatcher
+        if self._running:
+            await asyncio.gather(*self._running)
+        for executor in self._executors:
+            executor.shutdown(wait=False)
+
+    def _put(self, inputs: Arrays, rows: int, deadline: float | None) -> asyncio.Future[list[np.ndarray]]:
+        future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(inputs, rows, future, self._clock(), deadline))
+        self._queued_rows += rows
+        self._changed.set()
+        return future
+
+    async def _dispatch(self) -> None:
+        try:
+            while True:
+                self._drop_finished_head()
+                if not self._queue:
+                    if self._closing:
+                        return
+                    await self._wait_for_change(None)
+                    continue
+                index = await self._idle.get()
+                try:
+                    await self._wait_for_batch()
+                    batch = self._take_batch()
+                except BaseException:
+                    self._idle.put_nowait(index)
+                    raise
+                if not batch:
+                    self._idle.put_nowait(index)
+                    continue
+                task = asyncio.create_task(self._run(index, batch))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+        except Exception:
+            # A bug here would strand every queued request; fail them rather than hang.
+            _log.exception("batcher for %s stopped", self.name)
+            while self._queue:
+                self._fail(self._queue.popleft(), RuntimeError("batcher stopped"))
+            raise
+
+    async def _wait_for_batch(self) -> None:
+        """Returns when the queue holds a full batch, the oldest request's delay is up, or on close."""
+        while not self._closing:
+            self._drop_finished_head()
+            if not self._queue or self._queued_rows >= self._max_rows:
+                return
+            remaining = self._queue[0].enqueued_at + self._delay - self._clock()
+            if remaining <= 0:
+                return
+            await self._wait_for_change(remaining)
+
+    async def _wait_for_change(self, limit_s: float | None) -> None:
+        # Cleared only just before waiting, with no await since the caller checked the queue: no
+        # `submit` can slip in between and have its wake-up lost.
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit_s):
+                await self._changed.wait()
+
+    def _drop_finished_head(self) -> None:
+        while self._queue and self._queue[0].future.done():  # cancelled by its caller
+            self._queued_rows -= self._queue.popleft().rows
+
+    def _take_batch(self) -> list[_Item]:
+        batch: list[_Item] = []
+        rows = 0
+        now = self._clock()
+        while self._queue:
+            item = self._queue[0]
+            if not item.future.done() and item.deadline is not None and item.deadline <= now:
+                item.future.set_exception(
+                    DeadlineExceeded(f"{self.name}: the deadline passed while the request was queued")
+                )
+            if item.future.done():
+                self._queued_rows -= self._queue.popleft().rows
+                continue
+            if rows + item.rows > self._max_rows:
+                break
+            self._queued_rows -= self._queue.popleft().rows
+            batch.append(item)
+            rows += item.rows
+        return batch
+
+    async def _run(self, index: int, batch: list[_Item]) -> None:
+        loop = asyncio.get_running_loop()
+        started = self._clock()
+        try:
+            try:
+                outputs, bucket, compute = await loop.run_in_executor(
+                    self._executors[index], self._execute, index, [item.inputs for item in batch]
+                )
+            except Exception as exc:
+                if len(batch) == 1:
+                    self._fail(batch[0], exc)
+                    return
+                _log.warning(
+                    "batch of %d requests failed on %s; running them one by one", len(batch), self.name
+                )
+                for item in batch:
+                    if item.future.done():
+                        continue
+                    try:
+                        alone, _, _ = await loop.run_in_executor(
+                            self._executors[index], self._execute, index, [item.inputs]
+                        )
+                    except Exception as item_exc:
+                        self._fail(item, item_exc)
+                    else:
+                        self._deliver([item], alone)
+                return
+            self._deliver(batch, outputs)
+            if self._stats is not None:
+                self._stats.observe_batch(
+                    rows=sum(item.rows for item in batch),
+                    bucket=bucket,
+                    queue_seconds=[started - item.enqueued_at for item in batch],
+                    compute_seconds=compute,
+                )
+        finally:
+            self._idle.put_nowait(index)
+
+    def _execute(self, index: int, requests: list[Arrays]) -> tuple[list[list[np.ndarray]], int, float]:
+        """Runs on the replica's worker thread: pad, run, split."""
+        rows = [int(inputs[0].shape[0]) for inputs in requests]
+        bucket = self._batching.bucket_for(sum(rows))
+        padded = pad_batch(requests, bucket)
+        start = time.perf_counter()
+        outputs = self._runners[index].run(padded)
+        compute = time.perf_counter() - start
+        return split_batch(outputs, rows, bucket), bucket, compute
+
+    @staticmethod
+    def _deliver(batch: Sequence[_Item], outputs: list[list[np.ndarray]]) -> None:
+        for item, result in zip(batch, outputs, strict=True):
+            if not item.future.done():
+                item.future.set_result(result)
+
+    def _fail(self, item: _Item, exc: BaseException) -> None:
+        if item.future.done():
+            return
+        if not isinstance(exc, GatewayError):
+            # The client gets an opaque message; the traceback stays in this log.
+            _log.error("model %s failed", self.name, exc_info=exc)
+            exc = GatewayError(f"{self.name} failed to run the request", code=ErrorCode.INTERNAL)
+        item.future.set_exception(exc)
+
+
+def pad_batch(requests: Sequence[Arrays], bucket: int) -> list[np.ndarray]:
+    """Stacks the requests' rows input by input and fills the rows up to `bucket` with zeros."""
+    if len(requests) == 1 and requests[0][0].shape[0] == bucket:
+        return list(requests[0])  # already a bucket: no copy
+    padded = []
+    for k, first in enumerate(requests[0]):
+        batch = np.empty((bucket, *first.shape[1:]), first.dtype)
+        offset = 0
+        for inputs in requests:
+            rows = inputs[k].shape[0]
+            batch[offset : offset + rows] = inputs[k]
+            offset += rows
+        batch[offset:] = 0
+        padded.append(batch)
+    return padded
+
+
+def split_batch(outputs: Arrays, rows: Sequence[int], bucket: int) -> list[list[np.ndarray]]:
+    """Slices each request's rows out of the batch outputs (views, no copies); padding rows are dropped."""
+    for out in outputs:
+        if out.ndim == 0 or out.shape[0] != bucket:
+            raise RuntimeError(f"an output has shape {out.shape}, expected batch {bucket} first")
+    result = []
+    offset = 0
+    for n in rows:
+        result.append([out[offset : offset + n] for out in outputs])
+        offset += n
+    return result

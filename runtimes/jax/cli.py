@@ -1,0 +1,224 @@
+"""`python -m runtimes.jax serve | export-examples`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from prometheus_client import start_http_server
+
+from runtimes.jax.repository import DEFAULT_POLICY, VersionPolicy
+
+_log = logging.getLogger("runtimes.jax")
+_GRACE_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    model_repository: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8010
+    grpc_port: int = 8011
+    metrics_port: int = 8012
+    compilation_cache: Path | None = None
+    poll_interval_s: float = 2.0
+    version_policy: VersionPolicy = DEFAULT_POLICY
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m runtimes.jax", description="The JAX XLA model server.")
+    parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve a model repository over OIP REST and gRPC")
+    serve.add_argument("--model-repository", type=Path, required=True, help="the repository root")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--http-port", type=int, default=8010, help="REST port (default 8010)")
+    serve.add_argument("--grpc-port", type=int, default=8011, help="gRPC port (default 8011)")
+    serve.add_argument("--metrics-port", type=int, default=8012, help="Prometheus port (default 8012)")
+    serve.add_argument("--compilation-cache", type=Path, help="persistent XLA compilation cache directory")
+    serve.add_argument(
+        "--poll-interval-s", type=float, default=2.0, help="repository poll period; 0 disables hot reload"
+    )
+    serve.add_argument(
+        "--version-policy",
+        type=_policy,
+        default=DEFAULT_POLICY,
+        help="default for models without one in model.json: latest:N | all | specific:1,2 (default latest:1)",
+    )
+
+    examples = commands.add_parser("export-examples", help="export the example CNN and transformer")
+    examples.add_argument("directory", type=Path, help="the model repository to write into")
+    examples.add_argument("--version", type=int, default=1, help="version number to write (default 1)")
+    examples.add_argument("--max-batch-size", type=int, default=8, help="largest batch bucket (default 8)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "export-examples":
+        from runtimes.jax.examples import export_examples
+
+        for path in export_examples(
+            args.directory, version=args.version, max_batch_size=args.max_batch_size, overwrite=True
+        ):
+            print(path)
+        return 0
+    options = ServeOptions(
+        model_repository=args.model_repository,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        compilation_cache=args.compilation_cache,
+        poll_interval_s=args.poll_interval_s,
+        version_policy=args.version_policy,
+    )
+    if options.compilation_cache is not None:
+        from runtimes.jax.compiled import enable_compilation_cache
+
+        enable_compilation_cache(options.compilation_cache)  # before anything compiles
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve(options))
+    except OSError as exc:  # a port in use, mostly: say so in one line, not a traceback
+        _log.error("cannot serve: %s", exc)
+        return 1
+    return 0
+
+
+async def serve(options: ServeOptions) -> None:
+    """Loads the repository, starts REST, gRPC and metrics listeners, and runs until SIGINT/SIGTERM.
+
+    Shutdown: both listeners stop taking requests and finish those in flight (up to a grace period),
+    then every model's batcher drains, then the models are unloaded.
+    """
+    # The listeners come from the gateway package: the same, once-tested OIP code serves both processes.
+    from gateway.api.grpc.server import start_grpc_server, stop_grpc_server
+    from gateway.api.rest.app import create_app
+    from runtimes.jax.compiled import make_loader
+    from runtimes.jax.manager import ModelManager
+    from runtimes.jax.metrics import RuntimeMetrics
+    from runtimes.jax.server import JaxInferenceServer
+
+    stop = asyncio.Event()
+    metrics = RuntimeMetrics()
+    manager = ModelManager(
+        options.model_repository,
+        make_loader(metrics),
+        default_policy=options.version_policy,
+        poll_interval_s=options.poll_interval_s,
+        metrics=metrics,
+    )
+    with _signals_set(stop):
+        async with contextlib.AsyncExitStack() as cleanup:
+            cleanup.push_async_callback(manager.close)  # unwinds last: after the listeners stopped
+            if not await _until_stopped(manager.start(), stop):
+                return
+            server = JaxInferenceServer(manager, metrics)
+            # Bound here rather than by uvicorn, so a port in use is an OSError we report, not its exit.
+            http_socket = cleanup.enter_context(_bind(options.host, options.http_port))
+            metrics_server, _ = start_http_server(
+                options.metrics_port, addr=options.host, registry=metrics.registry
+            )
+            cleanup.callback(metrics_server.shutdown)
+            try:
+                grpc_server = await start_grpc_server(server, options.host, options.grpc_port)
+            except RuntimeError as exc:  # grpc's type for "cannot bind"
+                raise OSError(f"gRPC listener on {options.host}:{options.grpc_port}: {exc}") from None
+            http = _Uvicorn(
+                uvicorn.Config(
+                    create_app(server),
+                    host=options.host,
+                    port=options.http_port,
+                    loop="uvloop",
+                    log_level="warning",
+                )
+            )
+            http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
+            try:
+                # uvicorn exposes startup only as the `started` flag, so poll it.
+                while not http.started and not http_task.done():  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+                if http.started:
+                    h = options.host
+                    print(
+                        f"jax-runtime ready http={h}:{options.http_port} grpc={h}:{options.grpc_port} "
+                        f"metrics={h}:{options.metrics_port}",
+                        flush=True,
+                    )
+                    await _until_stopped(asyncio.shield(http_task), stop)
+            finally:
+                _log.info("shutting down: refusing new requests, finishing those in flight")
+                http.should_exit = True
+                await asyncio.gather(stop_grpc_server(grpc_server, _GRACE_S), http_task)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)
+
+
+async def _until_stopped(work: Any, stop: asyncio.Event) -> bool:
+    """Runs `work` unless `stop` is set first (a signal during the initial load); True if it finished."""
+    work_task = asyncio.ensure_future(work)
+    stop_task = asyncio.create_task(stop.wait())
+    await asyncio.wait({work_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    stop_task.cancel()
+    if work_task.done():
+        work_task.result()
+        return True
+    work_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await work_task
+    return False
+
+
+@contextlib.contextmanager
+def _signals_set(event: asyncio.Event) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, event.set)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _policy(text: str) -> VersionPolicy:
+    try:
+        return VersionPolicy.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _loop_factory() -> Any:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is not built for every platform; asyncio's loop works, only slower
+        return None
+    return uvloop.new_event_loop
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn's server without its own signal handlers: `serve` handles them for all the listeners."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

@@ -1,0 +1,150 @@
+"""`JaxInferenceServer`: the Open Inference Protocol over the runtime's loaded models."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Final
+
+import numpy as np
+
+from gateway.errors import ErrorCode, GatewayError
+from gateway.types import (
+    InferenceRequest,
+    InferenceResponse,
+    ModelConfig,
+    ModelMetadata,
+    RequestContext,
+    ServerMetadata,
+    Tensor,
+    TensorMetadata,
+)
+from runtimes.jax.config import PLATFORM, TensorSpec
+from runtimes.jax.manager import ModelManager
+from runtimes.jax.metrics import RuntimeMetrics
+from runtimes.jax.validation import check_inputs, select_outputs
+
+SERVER_NAME: Final = "jax-runtime"
+SERVER_VERSION: Final = "0.1.0"
+EXTENSIONS: Final = ("binary_tensor_data", "model_configuration")
+
+
+class JaxInferenceServer:
+    """Serves the models of a `ModelManager` through the `gateway.server.InferenceServer` protocol.
+
+    The gateway's REST and gRPC listeners take this object as they take the gateway's `DataPlane`, so
+    the runtime speaks the protocol with the same code: any Open Inference Protocol client (tritonclient,
+    KServe's, the gateway's `v2` backend) can call it directly.
+
+    A request is checked against the model's signature (names, datatypes, non-batch dims) before it is
+    queued, then joins the model's dynamic batch; the response carries the version that answered.
+
+    Args:
+        manager: The loaded models; started by the caller.
+        metrics: Where request counts and latencies go; a private registry when omitted.
+    """
+
+    def __init__(self, manager: ModelManager, metrics: RuntimeMetrics | None = None) -> None:
+        self._manager = manager
+        self._metrics = metrics if metrics is not None else RuntimeMetrics()
+
+    async def live(self) -> bool:
+        """True while the process runs."""
+        return True
+
+    async def ready(self) -> bool:
+        """True once the models present at start were loaded (or failed), until shutdown."""
+        return self._manager.ready
+
+    async def server_metadata(self) -> ServerMetadata:
+        return ServerMetadata(SERVER_NAME, SERVER_VERSION, list(EXTENSIONS))
+
+    async def model_ready(self, name: str, version: str = "") -> bool:
+        """False while the version loads (or after it failed); raises `ModelNotFound` for an unknown one."""
+        return self._manager.is_ready(name, version)
+
+    async def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
+        """Names, datatypes and shapes (-1 for the batch) of a ready version, and the versions served.
+
+        Raises:
+            ModelNotFound: Unknown model or version.
+            ModelNotReady: The version is not loaded yet.
+        """
+        config = self._manager.resolve(name, version).config
+        return ModelMetadata(
+            name=name,
+            platform=PLATFORM,
+            inputs=[_metadata(spec, spec.shape) for spec in config.inputs],
+            outputs=[_metadata(spec, spec.shape) for spec in config.outputs],
+            versions=self._manager.versions(name),
+        )
+
+    async def model_config(self, name: str, version: str = "") -> ModelConfig:
+        """A Triton-style config: dims exclude the batch dimension, `max_batch_size` > 0."""
+        config = self._manager.resolve(name, version).config
+        batching = config.batching
+        return ModelConfig(
+            name=name,
+            platform=PLATFORM,
+            max_batch_size=batching.max_batch_size,
+            inputs=[_metadata(spec, spec.dims) for spec in config.inputs],
+            outputs=[_metadata(spec, spec.dims) for spec in config.outputs],
+            backend="jax",
+            max_queue_delay_microseconds=round(batching.max_queue_delay_ms * 1000),
+            preferred_batch_sizes=list(batching.buckets),
+        )
+
+    async def infer(self, request: InferenceRequest, context: RequestContext) -> InferenceResponse:
+        """Runs one request through its model's dynamic batcher.
+
+        Raises:
+            ModelNotFound: Unknown model or version.
+            ModelNotReady: The version is loading or unloading.
+            InvalidRequest: An input or requested output does not match the model (named in the message).
+            DeadlineExceeded: `context.deadline` passed while the request was queued.
+        """
+        start = time.perf_counter()
+        model, version, code = "", "", "OK"
+        try:
+            served = self._manager.resolve(request.model_name, request.model_version)
+            model, version = served.model, served.version
+            context.model_label, context.version_label = model, version
+            inputs = check_inputs(model, served.config, request.inputs)
+            chosen = select_outputs(model, served.config, request.outputs)
+            results = await served.batcher.submit(inputs, deadline=context.deadline)
+            specs = served.config.outputs
+            return InferenceResponse(
+                model_name=request.model_name,
+                model_version=version,
+                id=request.id,
+                outputs=[_tensor(specs[i], results[i]) for i in chosen],
+            )
+        except GatewayError as exc:
+            code = exc.code.name
+            raise
+        except asyncio.CancelledError:  # the client went away
+            code = ErrorCode.CANCELLED.name
+            raise
+        except Exception:
+            code = ErrorCode.INTERNAL.name
+            raise
+        finally:
+            self._metrics.requests.labels(model, version, code).inc()
+            if model:
+                self._metrics.request_duration.labels(model, version).observe(time.perf_counter() - start)
+
+    def observe_transfer(self, context: RequestContext, bytes_in: int, bytes_out: int) -> None:
+        """Counts wire bytes for requests that resolved to a model (others have no bounded label)."""
+        if context.model_label:
+            self._metrics.transfer_bytes.labels(context.model_label, "in").inc(bytes_in)
+            self._metrics.transfer_bytes.labels(context.model_label, "out").inc(bytes_out)
+
+
+def _metadata(spec: TensorSpec, shape: tuple[int, ...]) -> TensorMetadata:
+    return TensorMetadata(spec.name, spec.datatype, shape)
+
+
+def _tensor(spec: TensorSpec, data: np.ndarray) -> Tensor:
+    if spec.datatype == "BF16":
+        data = data.view(np.uint16)  # the wire form of BF16 is its bit patterns
+    return Tensor(spec.name, spec.datatype, tuple(data.shape), data)

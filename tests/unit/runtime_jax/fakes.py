@@ -1,0 +1,112 @@
+"""Fakes implementing the runtime's real interfaces, so batching and reloading are tested without XLA."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from runtimes.jax.config import BatchingConfig, ModelVersionConfig, TensorSpec, default_buckets
+from runtimes.jax.repository import VERSION_FILES, VersionDir
+
+POISON = -999.0
+
+
+class FakeClock:
+    """An injected clock: time moves only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeRunner:
+    """A `BatchRunner`: doubles its one input and sums each row; fails on a batch holding POISON.
+
+    With `gate`, each run blocks until the test sets it, so a test controls when a batch finishes.
+    """
+
+    def __init__(self, name: str = "fake", gate: threading.Event | None = None) -> None:
+        self.name = name
+        self.gate = gate
+        self.batches: list[np.ndarray] = []
+        self.started = threading.Event()
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        self.batches.append(x.copy())
+        self.started.set()
+        if self.gate is not None and not self.gate.wait(10):
+            raise TimeoutError("test gate never opened")
+        if (x == POISON).any():
+            raise ValueError("poisoned row reached the model")
+        return [x * 2, x.reshape(x.shape[0], -1).sum(axis=1)]
+
+
+def fake_config(max_batch_size: int = 4, delay_ms: float = 1.0) -> ModelVersionConfig:
+    """The signature FakeRunner computes: "x" FP32 [-1, 3] -> "doubled" [-1, 3], "total" [-1]."""
+    return ModelVersionConfig(
+        inputs=(TensorSpec("x", "FP32", (-1, 3)),),
+        outputs=(TensorSpec("doubled", "FP32", (-1, 3)), TensorSpec("total", "FP32", (-1,))),
+        batching=BatchingConfig(max_batch_size, default_buckets(max_batch_size), delay_ms),
+    )
+
+
+class FakeLoaded:
+    """A `manager.LoadedModel` made of FakeRunners."""
+
+    def __init__(self, config: ModelVersionConfig | None = None, replicas: int = 1) -> None:
+        self.config = config or fake_config()
+        self.replicas = [FakeRunner(f"fake{i}") for i in range(replicas)]
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def rows(n: int, start: float = 0.0) -> np.ndarray:
+    """n distinct rows of the fake model's input: row i is [start+i, start+i, start+i]."""
+    return np.repeat(np.arange(start, start + n, dtype=np.float32)[:, None], 3, axis=1)
+
+
+class FakeLoader:
+    """A `manager.Loader` that records loads, can fail chosen versions, and can hold a load open."""
+
+    def __init__(self) -> None:
+        self.loads: list[tuple[str, int]] = []
+        self.loaded: dict[tuple[str, int], list[FakeLoaded]] = {}
+        self.fail: set[tuple[str, int]] = set()
+        self.gates: dict[tuple[str, int], threading.Event] = {}
+
+    def __call__(self, source: VersionDir) -> FakeLoaded:
+        key = (source.model, source.version)
+        self.loads.append(key)
+        gate = self.gates.get(key)
+        if gate is not None and not gate.wait(10):
+            raise TimeoutError("test gate never opened")
+        if key in self.fail:
+            raise ValueError(f"cannot load {key}")
+        loaded = FakeLoaded()
+        self.loaded.setdefault(key, []).append(loaded)
+        return loaded
+
+
+def make_version(root: Path, model: str, version: int | str) -> Path:
+    """A version directory with the three files present (their contents matter only to real loaders)."""
+    path = root / model / str(version)
+    path.mkdir(parents=True)
+    for name in VERSION_FILES:
+        (path / name).write_text("{}")
+    return path
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Waits until `condition()` holds; fails the test after `seconds` rather than hanging."""
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110 - the conditions are plain state, with no event to await
+            await asyncio.sleep(0.01)

@@ -1,0 +1,242 @@
+"""The dynamic batcher, driven with fake executables and an injected clock (behaviour, not timings)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from gateway.errors import DeadlineExceeded, ErrorCode, GatewayError, InvalidRequest, ModelNotReady
+from runtimes.jax.batcher import BatchRunner, DynamicBatcher
+from runtimes.jax.config import BatchingConfig, default_buckets
+from tests.unit.runtime_jax.fakes import POISON, FakeClock, FakeRunner, rows
+
+LONG_MS = 60_000.0  # a delay no test waits out for real: flushes come from full batches or the fake clock
+
+
+def batcher(
+    *runners: BatchRunner,
+    max_batch: int = 4,
+    delay_ms: float = LONG_MS,
+    clock: FakeClock | None = None,
+    depth: int = 2,
+) -> DynamicBatcher:
+    config = BatchingConfig(max_batch, default_buckets(max_batch), delay_ms)
+    return DynamicBatcher(
+        "model 'fake' version '1'", runners or [FakeRunner()], config, clock=clock or FakeClock(), depth=depth
+    )
+
+
+async def settle() -> None:
+    """Lets every ready task run until it blocks."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def within(awaitable: object, seconds: float = 10.0) -> object:
+    """Fails a test that would hang, instead of hanging the suite."""
+    return await asyncio.wait_for(awaitable, seconds)  # type: ignore[arg-type]
+
+
+def batch_rows(runner: FakeRunner) -> list[int]:
+    return [b.shape[0] for b in runner.batches]
+
+
+async def test_concurrent_requests_merge_into_one_batch() -> None:
+    """Requests that together fill max_batch_size run as one batch, each getting its own rows back."""
+    runner = FakeRunner()
+    b = batcher(runner)
+    inputs = [rows(1, 0), rows(2, 10), rows(1, 20)]
+    results = await within(asyncio.gather(*(b.submit([x]) for x in inputs)))
+    assert batch_rows(runner) == [4]
+    for x, (doubled, total) in zip(inputs, results, strict=True):  # type: ignore[call-overload]
+        np.testing.assert_array_equal(doubled, x * 2)
+        np.testing.assert_array_equal(total, x.sum(axis=1))
+    await b.close()
+
+
+async def test_partial_batch_is_padded_to_the_next_bucket() -> None:
+    """Three rows run in the bucket of 4 with a zero row; the caller gets three rows."""
+    runner = FakeRunner()
+    b = batcher(runner, max_batch=8, delay_ms=0)
+    doubled, _ = await within(b.submit([rows(3, 1)]))  # type: ignore[misc]
+    (ran,) = runner.batches
+    assert ran.shape == (4, 3) and not ran[3].any()
+    np.testing.assert_array_equal(doubled, rows(3, 1) * 2)
+    await b.close()
+
+
+async def test_queue_delay_expiry_flushes_a_partial_batch() -> None:
+    """A partial batch waits while the oldest request is younger than the delay, and flushes after."""
+    clock = FakeClock()
+    runner = FakeRunner()
+    b = batcher(runner, max_batch=8, delay_ms=1000, clock=clock)
+    first = asyncio.ensure_future(b.submit([rows(1, 0)]))
+    await settle()
+    assert runner.batches == [] and not first.done()
+    clock.now += 1.5  # the first request's delay is up; the next arrival wakes the dispatcher
+    second = asyncio.ensure_future(b.submit([rows(1, 5)]))
+    await within(asyncio.gather(first, second))
+    assert batch_rows(runner) == [2]
+    await b.close()
+
+
+async def test_lone_request_is_served_after_a_short_real_delay() -> None:
+    """With the real clock, a request nobody joins still runs once max_queue_delay_ms passes."""
+    runner = FakeRunner()
+    config = BatchingConfig(8, default_buckets(8), 5.0)
+    b = DynamicBatcher("model 'fake' version '1'", [runner], config)
+    doubled, _ = await within(b.submit([rows(1, 7)]))  # type: ignore[misc]
+    np.testing.assert_array_equal(doubled, rows(1, 7) * 2)
+    await b.close()
+
+
+async def test_request_larger_than_max_batch_is_split_and_reassembled() -> None:
+    """A 10-row request with max_batch_size 4 runs as 4 + 4 + 2 rows and comes back whole, in order."""
+    runner = FakeRunner()
+    b = batcher(runner, max_batch=4, delay_ms=0)
+    x = rows(10)
+    doubled, total = await within(b.submit([x]))  # type: ignore[misc]
+    assert batch_rows(runner) == [4, 4, 2]
+    np.testing.assert_array_equal(doubled, x * 2)
+    np.testing.assert_array_equal(total, x.sum(axis=1))
+    await b.close()
+
+
+async def test_failing_batch_fails_only_the_request_at_fault() -> None:
+    """When a merged batch fails, each request is rerun alone: the bad one fails, the others succeed."""
+    runner = FakeRunner()
+    b = batcher(runner)
+    bad = rows(1)
+    bad[0, 0] = POISON
+    results = await within(
+        asyncio.gather(
+            b.submit([rows(1, 1)]), b.submit([bad]), b.submit([rows(2, 3)]), return_exceptions=True
+        )
+    )
+    good1, failed, good2 = results  # type: ignore[misc]
+    np.testing.assert_array_equal(good1[0], rows(1, 1) * 2)
+    np.testing.assert_array_equal(good2[0], rows(2, 3) * 2)
+    assert isinstance(failed, GatewayError) and failed.code is ErrorCode.INTERNAL
+    assert "poisoned" not in failed.message  # the client never sees the model's internals
+    assert batch_rows(runner) == [4, 1, 1, 2]
+    await b.close()
+
+
+async def test_next_batch_forms_while_the_current_one_runs() -> None:
+    """Requests arriving during a run are batched at once and queued behind it on the replica's thread."""
+    gate = threading.Event()
+    runner = FakeRunner(gate=gate)
+    b = batcher(runner, max_batch=4, delay_ms=0)
+    first = asyncio.ensure_future(b.submit([rows(1)]))
+    await within(asyncio.to_thread(runner.started.wait, 10))
+    later = [asyncio.ensure_future(b.submit([rows(1, i)])) for i in (1, 2)]
+    await settle()
+    assert b.queued_rows == 0 and not first.done()  # taken into the next batch while the first runs
+    gate.set()
+    await within(asyncio.gather(first, *later))
+    assert batch_rows(runner) == [1, 2]
+    await b.close()
+
+
+async def test_depth_one_holds_the_next_batch_until_the_replica_is_free() -> None:
+    """With depth 1, requests arriving during a run wait in the queue, then go out together."""
+    gate = threading.Event()
+    runner = FakeRunner(gate=gate)
+    b = batcher(runner, max_batch=4, delay_ms=0, depth=1)
+    first = asyncio.ensure_future(b.submit([rows(1)]))
+    await within(asyncio.to_thread(runner.started.wait, 10))
+    later = [asyncio.ensure_future(b.submit([rows(1, i)])) for i in (1, 2)]
+    await settle()
+    assert b.queued_rows == 2 and not first.done()  # the loop kept accepting while the device ran
+    gate.set()
+    await within(asyncio.gather(first, *later))
+    assert batch_rows(runner) == [1, 2]
+    await b.close()
+
+
+async def test_batches_go_to_an_idle_replica() -> None:
+    """With one replica busy, the next batch runs on the other: both run at the same time."""
+    gate = threading.Event()
+    replicas = [FakeRunner("r0", gate=gate), FakeRunner("r1", gate=gate)]
+    b = batcher(*replicas, delay_ms=0)
+    first = asyncio.ensure_future(b.submit([rows(1)]))
+    await within(asyncio.to_thread(replicas[0].started.wait, 10))
+    second = asyncio.ensure_future(b.submit([rows(1, 1)]))
+    await within(asyncio.to_thread(replicas[1].started.wait, 10))  # r1 started while r0 is still blocked
+    gate.set()
+    await within(asyncio.gather(first, second))
+    assert [len(r.batches) for r in replicas] == [1, 1]
+    await b.close()
+
+
+async def test_cancelled_request_is_not_run() -> None:
+    """A request its caller abandoned is dropped from the queue instead of costing compute."""
+    runner = FakeRunner()
+    b = batcher(runner)
+    abandoned = asyncio.ensure_future(b.submit([rows(1, 9)]))
+    await settle()
+    abandoned.cancel()
+    await within(b.submit([rows(4)]))
+    (ran,) = runner.batches
+    assert 9 not in ran
+    await b.close()
+
+
+async def test_request_past_its_deadline_fails_without_running() -> None:
+    """A request whose deadline passed while queued fails with DEADLINE_EXCEEDED and is not run."""
+    clock = FakeClock()
+    runner = FakeRunner()
+    b = batcher(runner, clock=clock)
+    late = asyncio.ensure_future(b.submit([rows(1, 9)], deadline=clock.now + 1))
+    await settle()
+    clock.now += 5
+    await within(b.submit([rows(3)]))
+    with pytest.raises(DeadlineExceeded):
+        await late
+    assert batch_rows(runner) == [4] and 9 not in runner.batches[0]
+    await b.close()
+
+
+async def test_close_drains_queued_requests_then_refuses_new_ones() -> None:
+    """Closing runs what is queued without waiting out the delay; later requests get ModelNotReady."""
+    runner = FakeRunner()
+    b = batcher(runner)
+    queued = asyncio.ensure_future(b.submit([rows(1, 4)]))
+    await settle()
+    await within(b.close())
+    np.testing.assert_array_equal((await queued)[0], rows(1, 4) * 2)
+    with pytest.raises(ModelNotReady, match="unloading"):
+        await b.submit([rows(1)])
+
+
+async def test_zero_row_request_is_rejected() -> None:
+    """A request with an empty batch dimension is invalid, not an empty batch."""
+    b = batcher(FakeRunner())
+    with pytest.raises(InvalidRequest, match="at least 1"):
+        await b.submit([np.zeros((0, 3), np.float32)])
+    await b.close()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, int, int, float]] = []
+
+    def observe_batch(
+        self, *, rows: int, bucket: int, queue_seconds: Sequence[float], compute_seconds: float
+    ) -> None:
+        self.batches.append((rows, bucket, len(queue_seconds), compute_seconds))
+
+
+async def test_each_batch_reports_rows_bucket_and_queue_times() -> None:
+    """Stats get one observation per batch: its rows, its bucket, and a queue time per request."""
+    stats = Recorder()
+    config = BatchingConfig(8, default_buckets(8), 0.0)
+    b = DynamicBatcher("m", [FakeRunner()], config, stats=stats, clock=FakeClock())
+    await within(b.submit([rows(3)]))
+    ((n, bucket, queued, compute),) = stats.batches
+    assert (n, bucket, queued) == (3, 4, 1) and compute >= 0
+    await b.close()
