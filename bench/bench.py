@@ -1,0 +1,243 @@
+"""Gateway-added latency and the JAX runtime's batched throughput, measured in one run.
+
+    make bench                      # or: .venv/bin/python bench/bench.py [--seconds 5] [--requests 2000]
+
+It starts the real stack (JAX runtime + gateway, ephemeral ports) and prints:
+
+1. Gateway-added latency: the same batch-1 request sent alternately to the runtime directly and through
+   the gateway, over gRPC and over REST (binary tensors), N times each; p50/p99 of both and the difference.
+2. Batched throughput: C concurrent clients sending batch-1 requests to the runtime for T seconds (the
+   runtime merges them into batches), against `jax.jit` of the same model and weights called in-process at
+   the max batch size, and at the mean batch size the runtime actually formed.
+
+Only ratios taken in this one run are meaningful: the machines are shared and noisy. Clients send
+pre-serialised request bytes (no per-request client-side encoding) so the client costs as little CPU as it
+can; on a 2-core machine the client, gateway and runtime still share the cores with XLA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway.local_stack import LocalStack, StackPorts  # noqa: E402
+from gateway.proto import inference_pb2 as pb  # noqa: E402
+
+INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _grpc_request(model: str, name: str, array: np.ndarray) -> bytes:
+    request = pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name=name, datatype="FP32", shape=list(array.shape))
+    request.raw_input_contents.append(array.tobytes())
+    return request.SerializeToString()
+
+
+def _rest_request(name: str, array: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": name,
+                    "shape": list(array.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": array.nbytes},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    )
+    headers = {
+        "Inference-Header-Content-Length": str(len(header)),
+        "Content-Type": "application/octet-stream",
+    }
+    return header + array.tobytes(), headers
+
+
+def measure_latency(ports: StackPorts, model: str, name: str, sample: np.ndarray, n: int) -> None:
+    """Alternate direct and gateway calls so both see the same machine state."""
+    print(f"\n== gateway-added latency: {model}, batch 1, {n} requests per target, sequential")
+    grpc_body = _grpc_request(model, name, sample)
+    rest_body, rest_headers = _rest_request(name, sample)
+    channels = {
+        "direct": grpc.insecure_channel(f"{ports.host}:{ports.runtime_grpc}"),
+        "gateway": grpc.insecure_channel(f"{ports.host}:{ports.gateway_grpc}"),
+    }
+    grpc_calls = {k: c.unary_unary(INFER_METHOD) for k, c in channels.items()}
+    rest_urls = {
+        "direct": f"http://{ports.host}:{ports.runtime_http}/v2/models/{model}/infer",
+        "gateway": f"http://{ports.host}:{ports.gateway_rest}/v2/models/{model}/infer",
+    }
+    with httpx.Client(timeout=30) as http:
+
+        def rest_call(target: str) -> None:
+            response = http.post(rest_urls[target], content=rest_body, headers=rest_headers)
+            response.raise_for_status()
+
+        transports: dict[str, Callable[[str], None]] = {
+            "grpc": lambda target: grpc_calls[target](grpc_body, timeout=30),
+            "rest": rest_call,
+        }
+        for transport, call in transports.items():
+            samples: dict[str, list[float]] = {"direct": [], "gateway": []}
+            for _ in range(min(200, n)):  # warm-up: connections, caches, the batcher's threads
+                call("direct")
+                call("gateway")
+            for _ in range(n):
+                for target in ("direct", "gateway"):
+                    start = time.perf_counter()
+                    call(target)
+                    samples[target].append(time.perf_counter() - start)
+            d50, d99 = _percentile(samples["direct"], 0.5), _percentile(samples["direct"], 0.99)
+            g50, g99 = _percentile(samples["gateway"], 0.5), _percentile(samples["gateway"], 0.99)
+            print(
+                f"{transport:5s} direct p50 {d50 * 1e3:7.3f} ms p99 {d99 * 1e3:7.3f} ms | "
+                f"gateway p50 {g50 * 1e3:7.3f} ms p99 {g99 * 1e3:7.3f} ms | "
+                f"added p50 {(g50 - d50) * 1e3:6.3f} ms p99 {(g99 - d99) * 1e3:6.3f} ms"
+            )
+    for channel in channels.values():
+        channel.close()
+
+
+async def _closed_loop(target: str, body: bytes, concurrency: int, seconds: float) -> int:
+    """`concurrency` clients each sending the next request as soon as the last answered; requests done."""
+    done = 0
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = channel.unary_unary(INFER_METHOD)
+        for _ in range(concurrency):  # warm-up
+            await call(body, timeout=30)
+        stop = time.perf_counter() + seconds
+
+        async def client() -> None:
+            nonlocal done
+            while time.perf_counter() < stop:
+                await call(body, timeout=30)
+                done += 1
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    return done
+
+
+def _histogram(url: str, name: str, model: str) -> tuple[float, float]:
+    text = httpx.get(url, timeout=10).text
+    total = count = 0.0
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.labels.get("model") != model:
+                continue
+            if s.name == f"{name}_sum":
+                total += s.value
+            elif s.name == f"{name}_count":
+                count += s.value
+    return total, count
+
+
+def in_process_rows_per_s(model: str, batch: int, seconds: float) -> float:
+    """`jax.jit` of the example model's function and weights, called in this process at `batch` rows."""
+    import jax
+
+    from runtimes.jax.examples import EXAMPLES
+
+    example = EXAMPLES[model](0)
+    fn = jax.jit(example.fn)
+    params = jax.device_put(example.params)
+    x = np.repeat(example.example_inputs[0][:1], batch, axis=0)
+    x_dev = jax.device_put(x)
+    for _ in range(10):
+        jax.block_until_ready(fn(params, x_dev))
+    runs = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        # Host->device copy and device->host result, as a server pays them.
+        np.asarray(fn(params, jax.device_put(x)))
+        runs += 1
+    return runs * batch / (time.perf_counter() - start)
+
+
+def measure_throughput(
+    ports: StackPorts, model: str, name: str, row: np.ndarray, args: argparse.Namespace
+) -> None:
+    """Closed-loop clients against the runtime (and the gateway), then `jax.jit` in-process, one run."""
+    metrics_url = f"http://{ports.host}:{ports.runtime_metrics}/metrics"
+    at_max = in_process_rows_per_s(model, args.max_batch_size, args.seconds)
+    print(
+        f"\n== batched throughput: {model}, {args.concurrency} concurrent clients, {args.seconds:.0f} s a run"
+    )
+    print(f"jax.jit in-process, batch {args.max_batch_size:<3d}: {at_max:9.1f} rows/s")
+    for rows in args.request_rows:
+        body = _grpc_request(model, name, np.repeat(row, rows, axis=0))
+        before = _histogram(metrics_url, "jax_runtime_batch_size", model)
+        start = time.perf_counter()
+        done = asyncio.run(
+            _closed_loop(f"{ports.host}:{ports.runtime_grpc}", body, args.concurrency, args.seconds)
+        )
+        served = done * rows / (time.perf_counter() - start)
+        after = _histogram(metrics_url, "jax_runtime_batch_size", model)
+        batches = after[1] - before[1]
+        mean_batch = (after[0] - before[0]) / batches if batches else float("nan")
+        start = time.perf_counter()
+        done = asyncio.run(
+            _closed_loop(f"{ports.host}:{ports.gateway_grpc}", body, args.concurrency, args.seconds)
+        )
+        via_gateway = done * rows / (time.perf_counter() - start)
+        at_mean = in_process_rows_per_s(model, max(1, round(mean_batch)), args.seconds)
+        print(
+            f"requests of {rows:>2d} rows: runtime {served:9.1f} rows/s (mean batch {mean_batch:4.1f}) "
+            f"= {served / at_max:.2f}x in-process at batch {args.max_batch_size}, "
+            f"{served / at_mean:.2f}x in-process at batch {max(1, round(mean_batch))} "
+            f"({at_mean:.0f} rows/s); "
+            f"through the gateway {via_gateway:9.1f} rows/s ({via_gateway / served:.2f}x direct)"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=2000, help="latency samples per target and transport")
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument(
+        "--request-rows", type=int, nargs="+", default=[1, 8], help="rows per request in the throughput runs"
+    )
+    parser.add_argument("--workdir", type=Path, default=None, help="keep models and XLA cache here")
+    args = parser.parse_args()
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    models = workdir / "models"
+    if not models.is_dir():
+        subprocess.run(
+            [sys.executable, "-m", "runtimes.jax", "export-examples", str(models),
+             "--max-batch-size", str(args.max_batch_size)],
+            check=True,
+        )  # fmt: skip
+    image = np.random.default_rng(0).random((1, 28, 28, 1), dtype=np.float32)
+    with LocalStack(workdir=workdir, ports=StackPorts.ephemeral(), echo=False) as stack:
+        print(f"stack up (workdir {workdir}); python {sys.version.split()[0]}")
+        measure_latency(stack.ports, "cnn", "image", image, args.requests)
+        measure_throughput(stack.ports, "cnn", "image", image, args)
+
+
+if __name__ == "__main__":
+    main()
