@@ -7,12 +7,11 @@ backends serialise it with `tobytes`; nothing here touches elements one by one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 
 # A request/tensor parameter value, as OIP allows (gRPC InferParameter oneof; JSON scalar).
-Parameter = Union[bool, int, float, str]
+Parameter = bool | int | float | str
 Parameters = dict[str, Parameter]
 
 

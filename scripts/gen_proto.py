@@ -22,9 +22,20 @@ PRIVATE_POOL = "POOL = _descriptor_pool.DescriptorPool()\nDESCRIPTOR = POOL.AddS
 
 def main() -> int:
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-I", ".", "--python_out=.", "--grpc_python_out=.",
-         "--mypy_out=quiet:.", "--mypy_grpc_out=quiet:.", PROTO],
-        cwd=ROOT, check=True,
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-I",
+            ".",
+            "--python_out=.",
+            "--grpc_python_out=.",
+            "--mypy_out=quiet:.",
+            "--mypy_grpc_out=quiet:.",
+            PROTO,
+        ],
+        cwd=ROOT,
+        check=True,
     )
     pb2 = ROOT / "gateway/proto/inference_pb2.py"
     text = pb2.read_text()
@@ -33,7 +44,11 @@ def main() -> int:
     text = text.replace(DEFAULT_POOL, PRIVATE_POOL, 1)
     pb2.write_text(text)
     stub = ROOT / "gateway/proto/inference_pb2.pyi"
-    stub.write_text(stub.read_text() + "\nfrom google.protobuf import descriptor_pool as _descriptor_pool\n\nPOOL: _descriptor_pool.DescriptorPool\n")
+    pool_stub = (
+        "from google.protobuf import descriptor_pool as _descriptor_pool\n\n"
+        "POOL: _descriptor_pool.DescriptorPool\n"
+    )
+    stub.write_text(stub.read_text() + "\n" + pool_stub)
     return 0
 
 

@@ -78,7 +78,9 @@ def test_encoder_through_gateway_matches_runtime(
     via_gateway = _infer(
         protocol, gateway_grpc if protocol == "grpc" else gateway_http, "transformer", tokens, binary
     )
-    direct = _infer(protocol, runtime_grpc if protocol == "grpc" else runtime_http, "transformer", tokens, binary)
+    direct = _infer(
+        protocol, runtime_grpc if protocol == "grpc" else runtime_http, "transformer", tokens, binary
+    )
     got = via_gateway.as_numpy("embedding")
     assert got.shape == (2, 32)
     np.testing.assert_allclose(got, direct.as_numpy("embedding"), rtol=1e-6)

@@ -261,7 +261,7 @@ def test_gateway_mounts_the_generated_config_where_args_read_it() -> None:
 def test_gateway_config_loads_with_the_gateway_settings() -> None:
     """The ConfigMap's gateway.yaml passes the gateway's own validation (gateway.settings.load_settings)."""
     settings = load_settings(BASE / "gateway.yaml", environ={})
-    assert [route.model for route in settings.routes] == ["cnn", "encoder"]
+    assert [route.model for route in settings.routes] == ["cnn", "transformer"]
 
 
 def test_gateway_drains_before_it_is_killed() -> None:

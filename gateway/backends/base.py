@@ -1,0 +1,47 @@
+"""The interface between the transport-free core and the code that talks to model servers.
+
+A backend speaks one kind of model server (Open Inference Protocol, TF Serving, TorchServe) to any of
+its replicas: the core picks the endpoint (`gateway.core.cluster`), the backend owns the connections to
+all of them and is the one place where that server's errors become `GatewayError`s. Its methods take
+and return the gateway's own types with the backend's model name; renaming is the core's job.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gateway.types import InferenceRequest, InferenceResponse, ModelConfig, ModelMetadata
+
+
+class Backend(Protocol):
+    """A client of one kind of model server, holding persistent connections to each endpoint.
+
+    Every method raises only `GatewayError` subclasses for failures of the call: `BackendUnavailable`
+    when the endpoint cannot be reached, `DeadlineExceeded` when it did not answer in time, the
+    upstream's own code (NOT_FOUND, INVALID_ARGUMENT, ...) for a protocol-level refusal, and
+    `BackendError` for anything unreadable. `endpoint` is one of the configured "host:port" strings.
+    """
+
+    async def infer(self, request: InferenceRequest, endpoint: str, timeout_s: float) -> InferenceResponse:
+        """Run one inference; `timeout_s` is the time left, passed on as the upstream deadline."""
+        ...
+
+    async def model_metadata(self, name: str, version: str, endpoint: str) -> ModelMetadata:
+        """The model's OIP metadata."""
+        ...
+
+    async def model_config(self, name: str, version: str, endpoint: str) -> ModelConfig:
+        """The model's Triton-style configuration."""
+        ...
+
+    async def model_ready(self, name: str, version: str, endpoint: str) -> bool:
+        """Whether the model can serve requests on this endpoint."""
+        ...
+
+    async def ready(self, endpoint: str) -> bool:
+        """Whether the server at `endpoint` is ready (the health probe); False rather than raising."""
+        ...
+
+    async def close(self) -> None:
+        """Close every connection; the backend is unusable afterwards."""
+        ...

@@ -1,0 +1,88 @@
+"""The `gateway` command: `gateway serve --config FILE`, `gateway up`.
+
+Each subcommand is a `(name, add_arguments, handler)` entry in `_COMMANDS`; a handler returns the exit
+status. A new subcommand (`gateway bench`, ...) is one entry. Configuration errors are reported on
+stderr in one message, without a traceback, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gateway.errors import ConfigError
+
+EXIT_CONFIG = 2
+EXIT_FAILURE = 1
+
+
+def _add_serve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", required=True, type=Path, help="the gateway's YAML configuration")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log verbosity"
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    # Imported here: `gateway --help` should not pay for grpc, uvicorn and FastAPI.
+    from gateway.app import serve
+    from gateway.settings import load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"gateway: invalid configuration:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return serve(settings)
+    except OSError as exc:  # a port in use, an address that does not exist
+        print(f"gateway: cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _add_up(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(".local"), help="where models, config and caches go"
+    )
+
+
+def _up(args: argparse.Namespace) -> int:
+    from gateway.local_stack import run_foreground
+
+    return run_foreground(args.workdir)
+
+
+_COMMANDS: list[
+    tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+] = [
+    ("serve", "run the gateway from a configuration file", _add_serve, _serve),
+    ("up", "run the example stack (JAX runtime + gateway) on this machine", _add_up, _up),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="Open Inference Protocol model-serving gateway."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text, add_arguments, handler in _COMMANDS:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        add_arguments(sub)
+        sub.set_defaults(handler=handler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv` (default: `sys.argv[1:]`), run the subcommand, return its exit status."""
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)

@@ -1,0 +1,287 @@
+"""The DataPlane: the transport-free heart of the gateway that both listeners call.
+
+For an inference it matches the route, applies the deadline, validates the request against the model's
+metadata (cached), renames the model toward the backend, picks an endpoint of the backend's cluster,
+calls the backend, renames the model back, and records the request's metrics exactly once, failures
+included. Errors leave as `GatewayError`s; an unexpected exception is logged with its traceback and
+reported as an opaque INTERNAL error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import importlib.metadata
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+
+from gateway.core.cluster import Cluster
+from gateway.core.routing import Route, Router
+from gateway.core.validation import validate_request
+from gateway.errors import (
+    BackendUnavailable,
+    DeadlineExceeded,
+    ErrorCode,
+    GatewayError,
+    Unimplemented,
+)
+from gateway.metrics import OK, UNKNOWN_MODEL, GatewayMetrics
+from gateway.types import (
+    InferenceRequest,
+    InferenceResponse,
+    ModelConfig,
+    ModelMetadata,
+    RequestContext,
+    ServerMetadata,
+)
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "serving-gateway"
+EXTENSIONS = ("binary_tensor_data", "model_configuration")
+
+_INTERNAL = ErrorCode.INTERNAL.name
+_DEADLINE = ErrorCode.DEADLINE_EXCEEDED.name
+_CANCELLED = ErrorCode.CANCELLED.name
+
+# Cache entries: (expiry on the DataPlane's clock, metadata or None when the backend has none to give).
+_CacheEntry = tuple[float, ModelMetadata | None]
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version(SERVER_NAME)
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+class DataPlane:
+    """Implements `gateway.server.InferenceServer` by routing to backend clusters.
+
+    Args:
+        router: Matches (model, version) to a route.
+        clusters: The cluster of each backend named by a route.
+        metrics: Where request metrics go.
+        validate_requests: Check requests against the model's metadata before calling the backend.
+        clock: Monotonic seconds; the clock of `RequestContext.deadline`.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        clusters: Mapping[str, Cluster],
+        metrics: GatewayMetrics,
+        *,
+        validate_requests: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        missing = {r.backend for r in router.routes} - set(clusters)
+        if missing:
+            raise ValueError(f"routes name backends without a cluster: {', '.join(sorted(missing))}")
+        self._router = router
+        self._clusters = dict(clusters)
+        self._metrics = metrics
+        self._validate = validate_requests
+        self._clock = clock
+        self._metadata_cache: dict[tuple[Route, str], _CacheEntry] = {}
+        self._metadata_pending: dict[tuple[Route, str], asyncio.Task[ModelMetadata | None]] = {}
+        self._server_metadata = ServerMetadata(SERVER_NAME, _package_version(), list(EXTENSIONS))
+
+    async def live(self) -> bool:
+        """The process is up and serving; backends do not matter."""
+        return True
+
+    async def ready(self) -> bool:
+        """Every backend has at least one healthy endpoint."""
+        return all(c.has_healthy() for c in self._clusters.values())
+
+    async def server_metadata(self) -> ServerMetadata:
+        """The gateway's own name, version and protocol extensions."""
+        return self._server_metadata
+
+    async def model_ready(self, name: str, version: str = "") -> bool:
+        """Whether a routed model is ready on one of its backend's endpoints.
+
+        Raises:
+            ModelNotFound: No route takes the model.
+        """
+        route = self._router.match(name, version)
+        cluster = self._clusters[route.backend]
+        with self._internal_errors():
+            try:
+                async with asyncio.timeout(cluster.timeout_s):
+                    return await cluster.backend.model_ready(
+                        route.backend_model, version, cluster.pick().address
+                    )
+            except (GatewayError, TimeoutError) as exc:
+                # Unreachable, unknown upstream, too slow: all mean "not ready" to the asker.
+                log.debug("model '%s' not ready: %r", name, exc)
+                return False
+
+    async def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
+        """The model's metadata under its client-facing name (cached for the backend's metadata TTL).
+
+        Raises:
+            ModelNotFound: No route takes the model.
+            Unimplemented: The backend does not serve metadata.
+        """
+        route = self._router.match(name, version)
+        cluster = self._clusters[route.backend]
+        with self._internal_errors():
+            async with asyncio.timeout(cluster.timeout_s):
+                metadata = await self._cached_metadata(route, version, cluster)
+        if metadata is None:
+            raise Unimplemented(f"backend '{route.backend}' serves no metadata for model '{name}'")
+        return metadata
+
+    async def model_config(self, name: str, version: str = "") -> ModelConfig:
+        """The model's configuration under its client-facing name.
+
+        Raises:
+            ModelNotFound: No route takes the model.
+        """
+        route = self._router.match(name, version)
+        cluster = self._clusters[route.backend]
+        with self._internal_errors():
+            async with asyncio.timeout(cluster.timeout_s):
+                config = await cluster.backend.model_config(
+                    route.backend_model, version, cluster.pick().address
+                )
+        return dataclasses.replace(config, name=route.model)
+
+    async def infer(self, request: InferenceRequest, context: RequestContext) -> InferenceResponse:
+        """Route, validate and run one inference.
+
+        `request.model_name` is switched to the backend's name for the duration of the backend call
+        (no copy on the hot path) and restored afterwards.
+
+        The deadline is the earlier of the client's (`context.deadline`) and now plus the backend's
+        `timeout_s`. `context.model_label` / `version_label` are set to the bounded metric labels.
+
+        Raises:
+            ModelNotFound: No route takes the model.
+            InvalidRequest: The request does not fit the model's metadata.
+            DeadlineExceeded: The deadline passed.
+            GatewayError: The backend's failure, mapped by the backend; INTERNAL for anything unexpected.
+        """
+        start = self._clock()
+        protocol = context.protocol
+        in_flight = self._metrics.in_flight_gauge(protocol)
+        in_flight.inc()
+        model, version, backend, code = UNKNOWN_MODEL, "", "", OK
+        backend_s: float | None = None
+        context.model_label = UNKNOWN_MODEL
+        try:
+            route = self._router.match(request.model_name, request.model_version)
+            model, version, backend = route.model, route.version, route.backend
+            context.model_label, context.version_label = model, version
+            cluster = self._clusters[backend]
+            deadline = start + cluster.timeout_s
+            if context.deadline is not None and context.deadline < deadline:
+                deadline = context.deadline
+                if deadline <= start:
+                    raise DeadlineExceeded(f"deadline passed before model '{model}' was called")
+            async with asyncio.timeout(deadline - start):
+                if self._validate:
+                    metadata = await self._cached_metadata(route, request.model_version, cluster)
+                    if metadata is not None:
+                        validate_request(request, metadata)
+                endpoint = cluster.pick()
+                endpoint.in_flight += 1
+                request.model_name = route.backend_model
+                sent = self._clock()
+                try:
+                    response = await cluster.backend.infer(request, endpoint.address, deadline - sent)
+                except BackendUnavailable:
+                    cluster.eject(endpoint)
+                    raise
+                finally:
+                    backend_s = self._clock() - sent
+                    endpoint.in_flight -= 1
+                    request.model_name = model  # the caller's request is left as it came
+            response.model_name = model
+            return response
+        except GatewayError as exc:
+            code = exc.code.name
+            raise
+        except TimeoutError:
+            code = _DEADLINE
+            raise DeadlineExceeded(f"model '{model}' did not answer within the deadline") from None
+        except asyncio.CancelledError:
+            code = _CANCELLED  # the client went away
+            raise
+        except Exception:
+            code = _INTERNAL
+            log.exception("inference of model '%s' failed unexpectedly", model)
+            raise GatewayError("internal error", code=ErrorCode.INTERNAL) from None
+        finally:
+            in_flight.dec()
+            self._metrics.observe_request(
+                model=model,
+                version=version,
+                backend=backend,
+                protocol=protocol,
+                code=code,
+                total_s=self._clock() - start,
+                backend_s=backend_s,
+            )
+
+    def observe_transfer(self, context: RequestContext, bytes_in: int, bytes_out: int) -> None:
+        """Count one request's wire sizes under the model label `infer` resolved."""
+        self._metrics.observe_transfer(
+            model=context.model_label or UNKNOWN_MODEL,
+            protocol=context.protocol,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+        )
+
+    async def _cached_metadata(self, route: Route, version: str, cluster: Cluster) -> ModelMetadata | None:
+        """The route's metadata, fetched at most once per TTL however many requests ask at once."""
+        key = (route, version)
+        entry = self._metadata_cache.get(key)
+        if entry is not None and entry[0] > self._clock():
+            return entry[1]
+        task = self._metadata_pending.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._fetch_metadata(route, version, cluster))
+            self._metadata_pending[key] = task
+            task.add_done_callback(lambda t: self._fetched(key, t))
+        # Shielded: one caller's deadline must not cancel the fetch the others wait for.
+        return await asyncio.shield(task)
+
+    async def _fetch_metadata(self, route: Route, version: str, cluster: Cluster) -> ModelMetadata | None:
+        endpoint = cluster.pick()
+        try:
+            async with asyncio.timeout(cluster.timeout_s):
+                metadata = await cluster.backend.model_metadata(
+                    route.backend_model, version, endpoint.address
+                )
+        except BackendUnavailable:
+            cluster.eject(endpoint)
+            raise
+        except Unimplemented:
+            metadata = None  # a backend without metadata: requests go unvalidated
+        if metadata is not None:
+            metadata = dataclasses.replace(metadata, name=route.model)
+        self._metadata_cache[(route, version)] = (self._clock() + cluster.metadata_ttl_s, metadata)
+        return metadata
+
+    def _fetched(self, key: tuple[Route, str], task: asyncio.Task[ModelMetadata | None]) -> None:
+        self._metadata_pending.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: the waiters got it; no "never retrieved" warning
+
+    @contextlib.contextmanager
+    def _internal_errors(self) -> Iterator[None]:
+        """Pass `GatewayError`s, turn timeouts into DEADLINE_EXCEEDED and anything else into INTERNAL."""
+        try:
+            yield
+        except GatewayError:
+            raise
+        except TimeoutError:
+            raise DeadlineExceeded("the backend did not answer within its timeout") from None
+        except Exception:
+            log.exception("unexpected error")
+            raise GatewayError("internal error", code=ErrorCode.INTERNAL) from None

@@ -1,0 +1,254 @@
+"""DataPlane behaviour over a fake backend: routing, renaming, deadlines, failures, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from gateway.core.cluster import Cluster
+from gateway.core.dataplane import DataPlane
+from gateway.core.routing import Route, Router
+from gateway.errors import (
+    BackendError,
+    DeadlineExceeded,
+    ErrorCode,
+    GatewayError,
+    InvalidRequest,
+    ModelNotFound,
+    Unimplemented,
+)
+from gateway.metrics import GatewayMetrics
+from gateway.types import RequestContext
+from tests.unit.core.fakes import FakeBackend, fp32_request
+
+
+def make_plane(
+    backend: FakeBackend | None = None,
+    *,
+    routes: tuple[Route, ...] = (Route("cnn", "", "jax", "double"),),
+    endpoints: tuple[str, ...] = ("a:1",),
+    timeout_s: float = 30.0,
+    metadata_ttl_s: float = 30.0,
+) -> tuple[DataPlane, Cluster, FakeBackend, GatewayMetrics]:
+    backend = backend or FakeBackend()
+    metrics = GatewayMetrics()
+    cluster = Cluster(
+        "jax", backend, endpoints, timeout_s=timeout_s, metadata_ttl_s=metadata_ttl_s, metrics=metrics
+    )
+    for endpoint in cluster.endpoints:
+        endpoint.healthy = True
+    return DataPlane(Router(routes), {"jax": cluster}, metrics), cluster, backend, metrics
+
+
+def requests_total(metrics: GatewayMetrics, **labels: str) -> float:
+    full = {"model": "cnn", "version": "", "backend": "jax", "protocol": "grpc", "code": "OK", **labels}
+    return metrics.registry.get_sample_value("gateway_requests_total", full) or 0.0
+
+
+def histogram_count(metrics: GatewayMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(f"{name}_count", labels) or 0.0
+
+
+async def test_infer_renames_model_toward_backend_and_back() -> None:
+    """The backend sees `backend_model`; the client gets its own model name back."""
+    plane, _, backend, _ = make_plane()
+    request = fp32_request("cnn", rows=2)
+    response = await plane.infer(request, RequestContext("grpc"))
+    assert response.model_name == "cnn"
+    assert request.model_name == "cnn"  # the caller's request is restored
+    assert ("infer", "double", "", "a:1") in backend.calls
+    assert response.outputs[0].data.tolist() == [[0, 2, 4], [6, 8, 10]]
+
+
+async def test_infer_records_metrics_once_on_success() -> None:
+    """One success moves requests_total{code=OK} and every duration histogram by exactly one."""
+    plane, _, _, metrics = make_plane()
+    context = RequestContext("grpc")
+    await plane.infer(fp32_request("cnn"), context)
+    assert requests_total(metrics) == 1
+    labels = {"model": "cnn", "backend": "jax", "protocol": "grpc"}
+    assert histogram_count(metrics, "gateway_request_duration_seconds", **labels) == 1
+    assert histogram_count(metrics, "gateway_overhead_duration_seconds", **labels) == 1
+    assert histogram_count(metrics, "gateway_backend_duration_seconds", model="cnn", backend="jax") == 1
+    assert metrics.registry.get_sample_value("gateway_requests_in_flight", {"protocol": "grpc"}) == 0
+    assert (context.model_label, context.version_label) == ("cnn", "")
+
+
+async def test_unknown_model_is_not_found_with_unknown_label() -> None:
+    """An unrouted model raises ModelNotFound and is counted under model="_unknown", never its name."""
+    plane, _, backend, metrics = make_plane()
+    context = RequestContext("rest")
+    with pytest.raises(ModelNotFound):
+        await plane.infer(fp32_request("scanner-probe-123"), context)
+    assert context.model_label == "_unknown"
+    assert requests_total(metrics, model="_unknown", backend="", protocol="rest", code="NOT_FOUND") == 1
+    plane.observe_transfer(context, 100, 0)
+    assert (
+        metrics.registry.get_sample_value(
+            "gateway_request_bytes_total", {"model": "_unknown", "protocol": "rest"}
+        )
+        == 100
+    )
+    assert not backend.calls
+
+
+async def test_version_label_is_the_configured_route_version() -> None:
+    """A pinned route labels with its version; an any-version route labels "" whatever the client asked."""
+    routes = (Route("cnn", "", "jax", "double"), Route("cnn", "2", "jax", "double"))
+    plane, _, backend, metrics = make_plane(routes=routes)
+    await plane.infer(fp32_request("cnn", version="2"), RequestContext("grpc"))
+    await plane.infer(fp32_request("cnn", version="7"), RequestContext("grpc"))
+    assert requests_total(metrics, version="2") == 1
+    assert requests_total(metrics, version="") == 1
+    assert [c[2] for c in backend.calls if c[0] == "infer"] == ["2", "7"]  # versions forwarded as asked
+
+
+async def test_backend_timeout_becomes_deadline_exceeded() -> None:
+    """A backend slower than the backend's timeout_s fails with DEADLINE_EXCEEDED, and is counted so."""
+    plane, _, _, metrics = make_plane(FakeBackend(delay_s=5.0), timeout_s=0.05)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    assert time.monotonic() - started < 1.0
+    assert requests_total(metrics, code="DEADLINE_EXCEEDED") == 1
+    assert metrics.registry.get_sample_value("gateway_requests_in_flight", {"protocol": "grpc"}) == 0
+
+
+async def test_client_deadline_shorter_than_backend_timeout_wins() -> None:
+    """The earlier of the client's deadline and the backend timeout bounds the call, and is passed on."""
+    plane, _, backend, _ = make_plane(FakeBackend(), timeout_s=30.0, metadata_ttl_s=30.0)
+    await plane.infer(fp32_request("cnn"), RequestContext("grpc"))  # warm the metadata cache
+    backend.delay_s = 5.0
+    context = RequestContext("grpc", deadline=time.monotonic() + 0.05)
+    with pytest.raises(DeadlineExceeded):
+        await plane.infer(fp32_request("cnn"), context)
+    assert backend.timeouts[-1] <= 0.05
+
+
+async def test_expired_client_deadline_fails_without_calling_backend() -> None:
+    """A deadline already past is DEADLINE_EXCEEDED before any backend call."""
+    plane, _, backend, _ = make_plane()
+    with pytest.raises(DeadlineExceeded):
+        await plane.infer(fp32_request("cnn"), RequestContext("grpc", deadline=time.monotonic() - 1))
+    assert not backend.calls
+
+
+async def test_backend_down_is_unavailable() -> None:
+    """An unreachable backend gives UNAVAILABLE; its only endpoint is left to the health checks."""
+    plane, cluster, _, metrics = make_plane(FakeBackend(down={"a:1"}))
+    request = fp32_request("cnn")
+    with pytest.raises(GatewayError) as info:
+        await plane.infer(request, RequestContext("grpc"))
+    assert info.value.code is ErrorCode.UNAVAILABLE
+    assert cluster.endpoints[0].healthy  # the last healthy endpoint is never ejected
+    assert await plane.ready() is True
+    assert requests_total(metrics, code="UNAVAILABLE") == 1
+    assert request.model_name == "cnn"
+
+
+async def test_unreachable_endpoint_is_ejected_when_others_remain() -> None:
+    """A failed call ejects its endpoint at once, so the next request goes to a healthy one."""
+    backend = FakeBackend(down={"a:1"})
+    plane, cluster, _, _ = make_plane(backend, endpoints=("a:1", "b:2"))
+    plane._validate = False  # reach infer itself
+    cluster.endpoints[1].in_flight = 1  # with two endpoints p2c draws both: a:1, less loaded, goes first
+    with pytest.raises(GatewayError):
+        await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    assert [e.healthy for e in cluster.endpoints] == [False, True]
+    await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    assert [c[3] for c in backend.calls if c[0] == "infer"] == ["a:1", "b:2"]
+
+
+async def test_backend_error_is_counted_with_its_code() -> None:
+    """A backend failure passes through unchanged and is counted under its ErrorCode name."""
+    plane, _, _, metrics = make_plane(FakeBackend(fail_with=BackendError("backend 'jax' failed")))
+    with pytest.raises(BackendError):
+        await plane.infer(fp32_request("cnn"), RequestContext("rest"))
+    assert requests_total(metrics, protocol="rest", code="BAD_GATEWAY") == 1
+
+
+async def test_unexpected_exception_is_logged_and_opaque(caplog: pytest.LogCaptureFixture) -> None:
+    """An unknown exception becomes INTERNAL "internal error"; its text is only in the log."""
+    plane, _, _, metrics = make_plane(FakeBackend(fail_with=RuntimeError("secret detail")))
+    with caplog.at_level(logging.ERROR), pytest.raises(GatewayError) as info:
+        await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    assert info.value.code is ErrorCode.INTERNAL
+    assert info.value.message == "internal error"
+    assert "secret detail" in caplog.text
+    assert requests_total(metrics, code="INTERNAL") == 1
+
+
+async def test_invalid_request_is_refused_before_the_backend() -> None:
+    """A request that does not fit the metadata is INVALID_ARGUMENT and never reaches infer."""
+    plane, _, backend, metrics = make_plane()
+    with pytest.raises(InvalidRequest, match="input 'z'"):
+        await plane.infer(fp32_request("cnn", name="z"), RequestContext("grpc"))
+    assert [c[0] for c in backend.calls] == ["metadata"]
+    assert requests_total(metrics, code="INVALID_ARGUMENT") == 1
+
+
+async def test_metadata_is_cached_and_fetched_once_for_concurrent_requests() -> None:
+    """Concurrent requests share one metadata fetch, and later ones reuse it within the TTL."""
+    plane, _, backend, _ = make_plane(FakeBackend(delay_s=0.01))
+    await asyncio.gather(*(plane.infer(fp32_request("cnn"), RequestContext("grpc")) for _ in range(5)))
+    await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    assert [c[0] for c in backend.calls].count("metadata") == 1
+
+
+async def test_metadata_ttl_zero_refetches() -> None:
+    """With metadata_ttl_s 0 every request fetches fresh metadata."""
+    plane, _, backend, _ = make_plane(metadata_ttl_s=0)
+    for _ in range(2):
+        await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    assert [c[0] for c in backend.calls].count("metadata") == 2
+
+
+async def test_backend_without_metadata_skips_validation() -> None:
+    """A backend answering UNIMPLEMENTED for metadata still serves inference, unvalidated."""
+    plane, _, _, _ = make_plane(FakeBackend(metadata_error=Unimplemented("no metadata")))
+    response = await plane.infer(fp32_request("cnn", name="anything"), RequestContext("grpc"))
+    assert response.model_name == "cnn"
+    with pytest.raises(Unimplemented):
+        await plane.model_metadata("cnn")
+
+
+async def test_model_metadata_and_config_use_the_client_name() -> None:
+    """Metadata and config come back under the client-facing model name."""
+    plane, _, backend, _ = make_plane()
+    assert (await plane.model_metadata("cnn")).name == "cnn"
+    assert (await plane.model_config("cnn")).name == "cnn"
+    assert ("config", "double", "", "a:1") in backend.calls
+
+
+async def test_model_ready_true_false_and_not_found() -> None:
+    """model_ready: True when the backend says so, False when unreachable, ModelNotFound when unrouted."""
+    plane, _, backend, _ = make_plane()
+    assert await plane.model_ready("cnn") is True
+    backend.down.add("a:1")
+    assert await plane.model_ready("cnn") is False
+    with pytest.raises(ModelNotFound):
+        await plane.model_ready("nope")
+
+
+async def test_ready_needs_a_healthy_endpoint_per_backend() -> None:
+    """Server readiness follows the health checks: not ready until a probe succeeds."""
+    backend = FakeBackend(unready={"a:1"})
+    plane, cluster, _, _ = make_plane(backend)
+    await cluster.check_health()
+    assert await plane.ready() is False
+    backend.unready.clear()
+    await cluster.check_health()
+    assert await plane.ready() is True
+    assert await plane.live() is True
+
+
+async def test_server_metadata_names_the_gateway_and_extensions() -> None:
+    """Server metadata advertises the gateway and the binary and model-configuration extensions."""
+    plane, _, _, _ = make_plane()
+    metadata = await plane.server_metadata()
+    assert metadata.name == "serving-gateway"
+    assert metadata.version
+    assert metadata.extensions == ["binary_tensor_data", "model_configuration"]
