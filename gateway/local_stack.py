@@ -236,6 +236,9 @@ class LocalStack:
         self.stop()
 
 
+_SAMPLE_BODY = '{"inputs":[{"name":"tokens","shape":[1,16],"datatype":"INT32","data":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]}]}'
+
+
 def how_to_call(ports: StackPorts) -> str:
     rest = f"http://{ports.host}:{ports.gateway_rest}"
     return f"""
@@ -248,10 +251,8 @@ metrics http://{ports.host}:{ports.runtime_metrics}/metrics
 
 Try:
   curl {rest}/v2/models/transformer
-  curl -s -X POST {rest}/v2/models/transformer/infer -H 'content-type: application/json' \\
-    -d '{{"inputs":[{{"name":"tokens","shape":[1,16],"datatype":"INT32",\
-          "data":[[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]]}}]}}'
-  python examples/client_tritonclient.py --url {ports.host}:{ports.gateway_grpc} --protocol grpc
+  curl -s -X POST {rest}/v2/models/transformer/infer -H 'content-type: application/json' -d '{_SAMPLE_BODY}'
+  .venv/bin/python examples/client_tritonclient.py --url {ports.host}:{ports.gateway_grpc} --protocol grpc
 
 Ctrl-C stops both.
 """

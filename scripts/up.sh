@@ -3,5 +3,5 @@
 # Ctrl-C stops both. State (models, XLA cache, generated config) lives in .local/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/venv.sh jax
+bash scripts/venv.sh jax,client
 exec .venv/bin/gateway up --workdir .local "$@"
