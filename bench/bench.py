@@ -37,6 +37,12 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.local_stack import LocalStack, StackPorts  # noqa: E402
 from gateway.proto import inference_pb2 as pb  # noqa: E402
+from runtimes.jax import export  # noqa: E402
+from runtimes.jax.examples import EXAMPLES, ExampleModel, cnn_classifier  # noqa: E402
+
+# The wide CNN has 8x the channels of the example CNN: a row costs more compute than a request costs
+# the server, as with most real models, where the small one measures mostly per-request overhead.
+WIDE = 8
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
@@ -152,13 +158,15 @@ def _histogram(url: str, name: str, model: str) -> tuple[float, float]:
     return total, count
 
 
+def _example(model: str) -> ExampleModel:
+    return cnn_classifier(0, width=WIDE, name=model) if model == "cnn_wide" else EXAMPLES[model](0)
+
+
 def in_process_rows_per_s(model: str, batch: int, seconds: float) -> float:
     """`jax.jit` of the example model's function and weights, called in this process at `batch` rows."""
     import jax
 
-    from runtimes.jax.examples import EXAMPLES
-
-    example = EXAMPLES[model](0)
+    example = _example(model)
     fn = jax.jit(example.fn)
     params = jax.device_put(example.params)
     x = np.repeat(example.example_inputs[0][:1], batch, axis=0)
@@ -232,11 +240,26 @@ def main() -> None:
              "--max-batch-size", str(args.max_batch_size)],
             check=True,
         )  # fmt: skip
+    if not (models / "cnn_wide").is_dir():
+        wide = _example("cnn_wide")
+        export(
+            wide.fn,
+            wide.params,
+            wide.example_inputs,
+            models / "cnn_wide" / "1",
+            input_names=wide.input_names,
+            output_names=wide.output_names,
+            max_batch_size=args.max_batch_size,
+        )
     image = np.random.default_rng(0).random((1, 28, 28, 1), dtype=np.float32)
-    with LocalStack(workdir=workdir, ports=StackPorts.ephemeral(), echo=False) as stack:
+    stack = LocalStack(
+        workdir=workdir, ports=StackPorts.ephemeral(), echo=False, models=("cnn", "transformer", "cnn_wide")
+    )
+    with stack:
         print(f"stack up (workdir {workdir}); python {sys.version.split()[0]}")
         measure_latency(stack.ports, "cnn", "image", image, args.requests)
-        measure_throughput(stack.ports, "cnn", "image", image, args)
+        for model in ("cnn", "cnn_wide"):
+            measure_throughput(stack.ports, model, "image", image, args)
 
 
 if __name__ == "__main__":

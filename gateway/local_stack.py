@@ -159,6 +159,8 @@ class LocalStack:
     ports: StackPorts = field(default_factory=StackPorts)
     echo: bool = True
     gateway_workers: int = 1
+    # Models the gateway routes to the runtime; the runtime serves whatever the repository holds.
+    models: tuple[str, ...] = EXAMPLE_MODELS
     runtime: ManagedProcess | None = None
     gateway: ManagedProcess | None = None
 
@@ -205,7 +207,7 @@ class LocalStack:
         )
         self.runtime.start(echo=self.echo)
         self.runtime.drain(echo=self.echo)
-        config = gateway_config(p)
+        config = gateway_config(p, self.models)
         config["listeners"]["workers"] = self.gateway_workers  # type: ignore[index]
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.gateway = ManagedProcess(
@@ -236,7 +238,10 @@ class LocalStack:
         self.stop()
 
 
-_SAMPLE_BODY = '{"inputs":[{"name":"tokens","shape":[1,16],"datatype":"INT32","data":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]}]}'
+_SAMPLE_BODY = (
+    '{"inputs":[{"name":"tokens","shape":[1,16],"datatype":"INT32",'
+    '"data":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]}]}'
+)
 
 
 def how_to_call(ports: StackPorts) -> str:

@@ -6,6 +6,7 @@ here it is refused with `InvalidRequest` naming the tensor, and never enqueued.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import ml_dtypes
@@ -64,7 +65,7 @@ def _check_tensor(spec: TensorSpec, tensor: Tensor) -> np.ndarray:
     if shape[0] < 1:
         raise InvalidRequest(f"input '{spec.name}' has batch size {shape[0]}; it must be at least 1")
     data = tensor.data
-    needed = int(np.prod(shape))
+    needed = math.prod(shape)
     if data.size != needed:
         raise InvalidRequest(
             f"input '{spec.name}' holds {data.size} elements; shape {list(shape)} needs {needed}"
