@@ -14,7 +14,8 @@ for clients; an upstream INTERNAL error or anything unreadable is `BackendError`
 from __future__ import annotations
 
 import logging
-from typing import Any, Final, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import quote
 
 import grpc
@@ -68,6 +69,9 @@ _HTTP_PASS_THROUGH: Final[dict[int, ErrorCode]] = {
 }
 
 _HEADER_LENGTH: Final = "Inference-Header-Content-Length"
+
+Reply = TypeVar("Reply")
+T = TypeVar("T")
 
 
 def _refusal(code: ErrorCode, message: str) -> GatewayError:
@@ -177,41 +181,43 @@ class _GrpcTransport:
         log.warning("backend '%s' failed with %s: %s", self._name, code.name, details)
         return BackendError(f"backend '{self._name}' failed ({code.name})")
 
+    async def _call(
+        self,
+        rpc: Callable[..., Awaitable[Reply]],
+        message: Any,
+        timeout_s: float,
+        decode: Callable[[Reply], T],
+    ) -> T:
+        """One unary call with the upstream's errors mapped and its answer decoded."""
+        try:
+            reply = await rpc(message, timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc) from None
+        try:
+            return decode(reply)
+        except BackendError as exc:
+            raise _readable(self._name, exc) from None
+
     async def infer(self, request: InferenceRequest, endpoint: str, timeout_s: float) -> InferenceResponse:
         try:
             message = pbcodec.request_to_proto(request)
         except ValueError as exc:  # a parameter protobuf cannot carry
             raise InvalidRequest(str(exc)) from None
-        try:
-            reply = await self._stubs[endpoint].ModelInfer(message, timeout=timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            raise self._error(exc) from None
-        try:
-            return pbcodec.response_from_proto(reply)
-        except BackendError as exc:
-            raise _readable(self._name, exc) from None
+        stub = self._stubs[endpoint]
+        return await self._call(stub.ModelInfer, message, timeout_s, pbcodec.response_from_proto)
 
     async def model_metadata(self, name: str, version: str, endpoint: str) -> ModelMetadata:
         request = pb.ModelMetadataRequest(name=name, version=version)
-        try:
-            reply = await self._stubs[endpoint].ModelMetadata(request, timeout=self._timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            raise self._error(exc) from None
-        try:
-            return pbcodec.model_metadata_from_proto(reply)
-        except BackendError as exc:
-            raise _readable(self._name, exc) from None
+        stub = self._stubs[endpoint]
+        decode = pbcodec.model_metadata_from_proto
+        return await self._call(stub.ModelMetadata, request, self._timeout_s, decode)
 
     async def model_config(self, name: str, version: str, endpoint: str) -> ModelConfig:
         request = pb.ModelConfigRequest(name=name, version=version)
-        try:
-            reply = await self._stubs[endpoint].ModelConfig(request, timeout=self._timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            raise self._error(exc) from None
-        try:
-            return pbcodec.model_config_from_proto(reply.config)
-        except BackendError as exc:
-            raise _readable(self._name, exc) from None
+        stub = self._stubs[endpoint]
+        return await self._call(
+            stub.ModelConfig, request, self._timeout_s, lambda r: pbcodec.model_config_from_proto(r.config)
+        )
 
     async def model_ready(self, name: str, version: str, endpoint: str) -> bool:
         request = pb.ModelReadyRequest(name=name, version=version)
