@@ -47,6 +47,17 @@ class _Item:
     deadline: float | None
 
 
+@dataclass(slots=True)
+class _Outcome:
+    """What a worker thread reports for a batch: the requests it ran (the others had expired) and how."""
+
+    ran: list[_Item]
+    outputs: list[list[np.ndarray]]
+    bucket: int
+    started: float  # a `clock()` value: when the replica took the batch up
+    compute_seconds: float
+
+
 class DynamicBatcher:
     """Merges concurrent requests into batches and runs each on the replica that has been free longest.
 
@@ -79,7 +90,8 @@ class DynamicBatcher:
     milliseconds; with depth 2 a batch may leave before the previous one finished, so under moderate
     load batches are somewhat smaller than with depth 1 (the price of never idling the device); a
     cancelled request counts toward the rows that trigger a flush until it reaches the head of the
-    queue; a request past its deadline fails with DEADLINE_EXCEEDED when its batch forms, but once
+    queue; a request past its deadline fails with DEADLINE_EXCEEDED when its batch forms, or when the
+    replica takes the batch up (with depth 2 a batch forms while the previous one still runs), but once
     running it is not interrupted.
     """
 
@@ -241,12 +253,9 @@ class DynamicBatcher:
 
     async def _run(self, index: int, batch: list[_Item]) -> None:
         loop = asyncio.get_running_loop()
-        started = self._clock()
         try:
             try:
-                outputs, bucket, compute = await loop.run_in_executor(
-                    self._executors[index], self._execute, index, [item.inputs for item in batch]
-                )
+                outcome = await loop.run_in_executor(self._executors[index], self._execute, index, batch)
             except Exception as exc:
                 if len(batch) == 1:
                     self._fail(batch[0], exc)
@@ -258,40 +267,59 @@ class DynamicBatcher:
                     if item.future.done():
                         continue
                     try:
-                        alone, _, _ = await loop.run_in_executor(
-                            self._executors[index], self._execute, index, [item.inputs]
+                        alone = await loop.run_in_executor(
+                            self._executors[index], self._execute, index, [item]
                         )
                     except Exception as item_exc:
                         self._fail(item, item_exc)
                     else:
-                        self._deliver([item], alone)
+                        self._deliver(alone.ran, alone.outputs)
+                        self._expire([item])
                 return
-            self._deliver(batch, outputs)
-            if self._stats is not None:
+            self._deliver(outcome.ran, outcome.outputs)
+            self._expire(batch)
+            if self._stats is not None and outcome.ran:
                 self._stats.observe_batch(
-                    rows=sum(item.rows for item in batch),
-                    bucket=bucket,
-                    queue_seconds=[started - item.enqueued_at for item in batch],
-                    compute_seconds=compute,
+                    rows=sum(item.rows for item in outcome.ran),
+                    bucket=outcome.bucket,
+                    queue_seconds=[outcome.started - item.enqueued_at for item in outcome.ran],
+                    compute_seconds=outcome.compute_seconds,
                 )
         finally:
             self._idle.put_nowait(index)
 
-    def _execute(self, index: int, requests: list[Arrays]) -> tuple[list[list[np.ndarray]], int, float]:
-        """Runs on the replica's worker thread: pad, run, split."""
-        rows = [int(inputs[0].shape[0]) for inputs in requests]
+    def _execute(self, index: int, batch: Sequence[_Item]) -> _Outcome:
+        """Runs on the replica's worker thread: drop the expired requests, pad, run, split.
+
+        The deadlines are checked here, not only when the batch formed: a batch formed behind a running
+        one waits for it, and a request whose deadline passed meanwhile would cost a run for nothing.
+        Only immutable fields of the items are read; their futures are left to the event loop.
+        """
+        started = self._clock()
+        ran = [item for item in batch if item.deadline is None or item.deadline > started]
+        if not ran:
+            return _Outcome([], [], 0, started, 0.0)
+        rows = [item.rows for item in ran]
         bucket = self._batching.bucket_for(sum(rows))
-        padded = pad_batch(requests, bucket)
+        padded = pad_batch([item.inputs for item in ran], bucket)
         start = time.perf_counter()
         outputs = self._runners[index].run(padded)
         compute = time.perf_counter() - start
-        return split_batch(outputs, rows, bucket), bucket, compute
+        return _Outcome(ran, split_batch(outputs, rows, bucket), bucket, started, compute)
 
     @staticmethod
     def _deliver(batch: Sequence[_Item], outputs: list[list[np.ndarray]]) -> None:
         for item, result in zip(batch, outputs, strict=True):
             if not item.future.done():
                 item.future.set_result(result)
+
+    def _expire(self, batch: Sequence[_Item]) -> None:
+        """Fails the requests of `batch` left unanswered after delivery: `_execute` found them expired."""
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(
+                    DeadlineExceeded(f"{self.name}: the deadline passed while the request was queued")
+                )
 
     def _fail(self, item: _Item, exc: BaseException) -> None:
         if item.future.done():

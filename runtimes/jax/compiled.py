@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -183,12 +184,15 @@ def _check_signature(
 def _load_params(path: Path, exported: Any, n_params: int) -> Any:
     """Rebuilds the params pytree from the `.npz`, matching leaves to the artifact by key path."""
     (args, _kwargs) = jax.tree_util.tree_unflatten(exported.in_tree, range(len(exported.in_avals)))
-    if n_params and len(args) != len(exported.in_avals) - n_params + 1:
+    # Always (params, *inputs), also for a model without weights: its params are then {} or None, which
+    # the executable must be called with as they were exported.
+    if len(args) != len(exported.in_avals) - n_params + 1:
         raise ConfigError(f"{path.parent}: the exported model does not take (params, *inputs)")
-    params_tree = args[0] if n_params else ()
+    params_tree = args[0]
     indexed, treedef = jax.tree_util.tree_flatten_with_path(params_tree)
     try:
-        with np.load(path, allow_pickle=False) as weights:
+        # Opened here, not by np.load, which leaves its file open when the archive is truncated.
+        with path.open("rb") as file, np.load(file, allow_pickle=False) as weights:
             expected = {jax.tree_util.keystr(key_path) for key_path, _ in indexed}
             extra = sorted(set(weights.files) - expected)
             if extra:
@@ -196,7 +200,7 @@ def _load_params(path: Path, exported: Any, n_params: int) -> Any:
             leaves = [
                 _leaf(path, weights, jax.tree_util.keystr(kp), exported.in_avals[i]) for kp, i in indexed
             ]
-    except OSError as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # missing, truncated, not an .npz
         raise ConfigError(f"{path}: cannot read weights: {exc}") from None
     return jax.tree_util.tree_unflatten(treedef, leaves)
 

@@ -8,6 +8,8 @@ Rules, in the order they protect traffic:
 - A version that fails to load is logged and counted, and not retried until its files change. It never
   takes down the versions already serving: a version that has fallen out of the policy is unloaded
   only once a version the policy wants is ready (or the policy wants none, e.g. its directory is gone).
+- A model whose `model.json` cannot be read (a typo, or a write caught halfway) keeps serving what it
+  served until the file reads again: only a model directory that is gone unloads the model.
 - A request without a version goes to the highest version ready.
 """
 
@@ -25,7 +27,15 @@ from gateway.errors import ConfigError, ModelNotFound, ModelNotReady
 from runtimes.jax.batcher import BatchRunner, DynamicBatcher
 from runtimes.jax.config import ModelVersionConfig
 from runtimes.jax.metrics import RuntimeMetrics
-from runtimes.jax.repository import DEFAULT_POLICY, Fingerprint, ModelDir, VersionDir, VersionPolicy, scan
+from runtimes.jax.repository import (
+    DEFAULT_POLICY,
+    Fingerprint,
+    ModelDir,
+    VersionDir,
+    VersionPolicy,
+    is_version_number,
+    scan,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -110,8 +120,9 @@ class ModelManager:
     async def sync(self) -> None:
         """One pass: scan the repository and load or unload until the served set matches it."""
         async with self._lock:
-            models = await asyncio.to_thread(scan, self.root)
-            await self._reconcile(models)
+            skipped: set[str] = set()
+            models = await asyncio.to_thread(scan, self.root, skipped=skipped)
+            await self._reconcile(models, skipped)
 
     def models(self) -> list[str]:
         return sorted(set(self._wanted) | set(self._served))
@@ -134,7 +145,7 @@ class ModelManager:
             if served:
                 return served[max(served)]
             raise ModelNotReady(f"model '{model}' has no version ready")
-        number = int(version) if version.isdigit() else -1
+        number = int(version) if is_version_number(version) else -1
         if number in served:
             return served[number]
         if number in self._wanted.get(model, ()):
@@ -158,7 +169,7 @@ class ModelManager:
             except Exception:
                 _log.exception("polling the model repository %s failed", self.root)
 
-    async def _reconcile(self, models: dict[str, ModelDir]) -> None:
+    async def _reconcile(self, models: dict[str, ModelDir], skipped: set[str]) -> None:
         for name, entry in models.items():
             wanted = (entry.policy or self._default_policy).select(entry.versions)
             self._wanted[name] = wanted
@@ -175,10 +186,11 @@ class ModelManager:
             if not wanted or wanted & set(served):
                 for number in [v for v in served if v not in wanted]:
                     await self._unload(name, number)
-        for name in [m for m in self._served if m not in models]:
+        # A skipped model (unreadable model.json) is still there: leave it as it is.
+        for name in [m for m in self._served if m not in models and m not in skipped]:
             for number in list(self._served[name]):
                 await self._unload(name, number)
-        for name in [m for m in self._wanted if m not in models]:
+        for name in [m for m in self._wanted if m not in models and m not in skipped]:
             del self._wanted[name]
         self._failed = {key: fp for key, fp in self._failed.items() if key[1] in self._wanted.get(key[0], ())}
 
@@ -220,6 +232,7 @@ class ModelManager:
             del self._served[model]
         self._update_gauge()
         await self._retire(served)
+        self._metrics.forget_version(model, served.version)
         _log.info("model %s version %s unloaded", model, number)
 
     async def _retire(self, served: ServedVersion) -> None:

@@ -6,9 +6,12 @@ request for an unknown model is counted under model="" (see `JaxInferenceServer`
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gateway.errors import ErrorCode
 
 # Latency buckets from 0.1 ms (a tiny model on CPU) to 10 s (a large one on a busy accelerator).
 _SECONDS = (
@@ -56,7 +59,7 @@ class RuntimeMetrics:
         )
         self.queue_duration = Histogram(
             "jax_runtime_queue_duration_seconds",
-            "Time a request waited in the batch queue before its batch started.",
+            "Time from a request's arrival in the batch queue until a replica started its batch.",
             _LABELS,
             buckets=_SECONDS,
             registry=r,
@@ -107,6 +110,29 @@ class RuntimeMetrics:
 
     def observe_compile(self, model: str, version: str, seconds: float) -> None:
         self.compile_duration.labels(model, version).observe(seconds)
+
+    def forget_version(self, model: str, version: str) -> None:
+        """Drops an unloaded version's series, so the versions served over a process's life do not pile up.
+
+        Load failures stay: an alert looks at them.
+        """
+        by_version = (
+            self.request_duration,
+            self.queue_duration,
+            self.compute_duration,
+            self.batch_size,
+            self.padding_ratio,
+            self.compile_duration,
+        )
+        # `remove` takes every label value (the request counter's codes are OK or an ErrorCode name);
+        # older prometheus-client versions raise KeyError for a series that was never created.
+        series: list[tuple[Histogram | Counter, tuple[str, ...]]] = [
+            (m, (model, version)) for m in by_version
+        ]
+        series += [(self.requests, (model, version, code)) for code in ("OK", *ErrorCode.__members__)]
+        for metric, labels in series:
+            with contextlib.suppress(KeyError):
+                metric.remove(*labels)
 
 
 class VersionBatchStats:

@@ -115,8 +115,12 @@ class ModelDir:
     versions: dict[int, VersionDir]
 
 
-def scan(root: Path) -> dict[str, ModelDir]:
-    """Reads the repository. A model with a broken `model.json` is logged and skipped, not fatal."""
+def scan(root: Path, *, skipped: set[str] | None = None) -> dict[str, ModelDir]:
+    """Reads the repository. A model with a broken `model.json` is logged and skipped, not fatal.
+
+    The names of the models skipped that way are added to `skipped`, when given: such a model is not
+    gone (its `model.json` may be mid-write or have a typo), so what serves it should stay as it is.
+    """
     models: dict[str, ModelDir] = {}
     if not root.is_dir():
         _log.warning("model repository %s does not exist", root)
@@ -129,15 +133,22 @@ def scan(root: Path) -> dict[str, ModelDir]:
             policy = read_policy(model_path / MODEL_FILE)
         except ConfigError as exc:
             _log.error("skipping model %s: %s", name, exc)
+            if skipped is not None:
+                skipped.add(name)
             continue
         versions = {}
         for version_path in model_path.iterdir():
-            if version_path.is_dir() and version_path.name.isdigit() and int(version_path.name) >= 1:
+            if version_path.is_dir() and is_version_number(version_path.name):
                 found = _version_dir(name, int(version_path.name), version_path)
                 if found is not None:
                     versions[found.version] = found
         models[name] = ModelDir(name, policy, versions)
     return models
+
+
+def is_version_number(text: str) -> bool:
+    """A positive integer in ASCII digits ("²" and other Unicode digits pass `isdigit`, not `int`)."""
+    return text.isascii() and text.isdigit() and int(text) >= 1
 
 
 def read_policy(path: Path) -> VersionPolicy | None:

@@ -201,6 +201,27 @@ async def test_request_past_its_deadline_fails_without_running() -> None:
     await b.close()
 
 
+async def test_deadline_passing_while_the_batch_waits_for_the_replica_skips_the_request() -> None:
+    """A request batched behind a running batch is not run if its deadline passes before its turn."""
+    clock = FakeClock()
+    gate = threading.Event()
+    runner = FakeRunner(gate=gate)
+    b = batcher(runner, max_batch=4, delay_ms=0, clock=clock)
+    first = asyncio.ensure_future(b.submit([rows(1)]))
+    await within(asyncio.to_thread(runner.started.wait, 10))
+    late = asyncio.ensure_future(b.submit([rows(1, 9)], deadline=clock.now + 1))
+    kept = asyncio.ensure_future(b.submit([rows(1, 5)]))
+    await settle()
+    assert b.queued_rows == 0  # both already batched, waiting behind the first on the replica's thread
+    clock.now += 5
+    gate.set()
+    await within(asyncio.gather(first, kept))
+    with pytest.raises(DeadlineExceeded):
+        await late
+    assert all(9 not in ran for ran in runner.batches) and any(5 in ran for ran in runner.batches)
+    await b.close()
+
+
 async def test_close_drains_queued_requests_then_refuses_new_ones() -> None:
     """Closing runs what is queued without waiting out the delay; later requests get ModelNotReady."""
     runner = FakeRunner()
@@ -224,11 +245,13 @@ async def test_zero_row_request_is_rejected() -> None:
 class Recorder:
     def __init__(self) -> None:
         self.batches: list[tuple[int, int, int, float]] = []
+        self.queue_seconds: list[float] = []
 
     def observe_batch(
         self, *, rows: int, bucket: int, queue_seconds: Sequence[float], compute_seconds: float
     ) -> None:
         self.batches.append((rows, bucket, len(queue_seconds), compute_seconds))
+        self.queue_seconds.extend(queue_seconds)
 
 
 async def test_each_batch_reports_rows_bucket_and_queue_times() -> None:
@@ -239,4 +262,24 @@ async def test_each_batch_reports_rows_bucket_and_queue_times() -> None:
     await within(b.submit([rows(3)]))
     ((n, bucket, queued, compute),) = stats.batches
     assert (n, bucket, queued) == (3, 4, 1) and compute >= 0
+    await b.close()
+
+
+async def test_queue_time_includes_waiting_for_a_busy_replica() -> None:
+    """A batch formed behind a running one counts its wait for the replica as queue time, not as nothing."""
+    clock = FakeClock()
+    gate = threading.Event()
+    runner = FakeRunner(gate=gate)
+    stats = Recorder()
+    config = BatchingConfig(4, default_buckets(4), 0.0)
+    b = DynamicBatcher("m", [runner], config, stats=stats, clock=clock)
+    first = asyncio.ensure_future(b.submit([rows(1)]))
+    await within(asyncio.to_thread(runner.started.wait, 10))
+    second = asyncio.ensure_future(b.submit([rows(1, 1)]))
+    await settle()
+    assert b.queued_rows == 0  # batched, waiting behind the first on the replica's thread
+    clock.now += 3
+    gate.set()
+    await within(asyncio.gather(first, second))
+    assert stats.queue_seconds == [0.0, 3.0]
     await b.close()

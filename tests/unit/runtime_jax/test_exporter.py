@@ -152,6 +152,28 @@ def test_load_refuses_weights_that_do_not_match(tmp_path: Path) -> None:
         CompiledModel.load(path)
 
 
+@pytest.mark.parametrize("params", [{}, None])
+def test_model_without_weights_loads_and_runs(tmp_path: Path, params: Any) -> None:
+    """A weight-free model (params {} or None) loads and runs, called with the params it was exported with."""
+    args: dict[str, Any] = {"input_names": ["x"], "output_names": ["y"], "platforms": None}
+    path = export(_identity, params, [np.zeros((1, 3), np.float32)], tmp_path / "1", max_batch_size=1, **args)
+    model = CompiledModel.load(path)
+    (y,) = model.replicas[0].run([np.full((1, 3), 7, np.float32)])
+    np.testing.assert_array_equal(y, [[7, 7, 7]])
+    model.close()
+
+
+def test_load_refuses_truncated_weights_with_a_config_error(tmp_path: Path) -> None:
+    """A weights file caught mid-copy fails the load with a ConfigError naming it, not a zipfile error."""
+    args: dict[str, Any] = {"input_names": ["x"], "output_names": ["y"], "platforms": None}
+    params = {"w": np.ones((3, 2), np.float32)}
+    path = export(lambda p, x: x @ p["w"], params, [np.zeros((1, 3), np.float32)], tmp_path / "1", **args)
+    weights = path / WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ConfigError, match=r"weights\.npz: cannot read weights"):
+        CompiledModel.load(path)
+
+
 def test_load_refuses_config_that_disagrees_with_artifact(tmp_path: Path) -> None:
     """A hand-edited config whose shapes differ from the exported model fails at load, not per request."""
     args: dict[str, Any] = {"input_names": ["x"], "output_names": ["y"], "platforms": None}

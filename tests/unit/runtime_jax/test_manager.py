@@ -180,3 +180,49 @@ async def test_close_unloads_everything(tmp_path: Path, loader: FakeLoader, mana
     await manager.close()
     assert all(loaded.closed for loads in loader.loaded.values() for loaded in loads)
     assert manager.models() == ["a", "b"] and manager.versions("a") == [] and not manager.ready
+
+
+async def test_unreadable_model_json_leaves_the_model_serving(
+    tmp_path: Path, loader: FakeLoader, managers: list
+) -> None:
+    """A model.json caught mid-write (or with a typo) keeps the model's versions serving until it reads."""
+    make_version(tmp_path, "m", 1)
+    manager = new_manager(managers, tmp_path, loader)
+    await manager.start()
+    (tmp_path / "m" / "model.json").write_text('{"version_policy": ')
+    await manager.sync()
+    assert manager.resolve("m").version == "1" and not loader.loaded[("m", 1)][0].closed
+    make_version(tmp_path, "m", 2)
+    (tmp_path / "m" / "model.json").write_text('{"version_policy": "all"}')
+    await manager.sync()
+    assert manager.versions("m") == ["1", "2"] and loader.loads == [("m", 1), ("m", 2)]
+
+
+async def test_non_ascii_digit_version_is_not_found(
+    tmp_path: Path, loader: FakeLoader, managers: list
+) -> None:
+    """A version like "²" (a Unicode digit int() refuses) is an unknown version, not an internal error."""
+    make_version(tmp_path, "m", 1)
+    manager = new_manager(managers, tmp_path, loader)
+    await manager.start()
+    with pytest.raises(ModelNotFound):
+        manager.resolve("m", "²")
+
+
+async def test_unloaded_version_leaves_no_metric_series(
+    tmp_path: Path, loader: FakeLoader, managers: list
+) -> None:
+    """An unloaded version's series are dropped: hot reloads do not pile up version label values."""
+    make_version(tmp_path, "m", 1)
+    manager = new_manager(managers, tmp_path, loader)
+    await manager.start()
+    manager._metrics.requests.labels("m", "1", "OK").inc()
+    manager._metrics.observe_compile("m", "1", 0.5)
+    v1 = {"model": "m", "version": "1"}
+    assert gauge(manager, "jax_runtime_batch_size_count", v1) == 0
+    make_version(tmp_path, "m", 2)
+    await manager.sync()
+    assert gauge(manager, "jax_runtime_requests_total", {**v1, "code": "OK"}) is None
+    assert gauge(manager, "jax_runtime_batch_size_count", v1) is None
+    assert gauge(manager, "jax_runtime_compile_duration_seconds_count", v1) is None
+    assert gauge(manager, "jax_runtime_batch_size_count", {"model": "m", "version": "2"}) == 0

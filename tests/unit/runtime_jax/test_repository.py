@@ -79,6 +79,21 @@ def test_scan_finds_complete_versions_only(tmp_path: Path) -> None:
     assert models["cnn"].policy is None
 
 
+def test_scan_ignores_non_ascii_digit_directories(tmp_path: Path) -> None:
+    """A directory named like "²" (isdigit, but not an int) is not a version and does not break the scan."""
+    make_version(tmp_path, "cnn", 1)
+    make_version(tmp_path, "cnn", "²")
+    assert sorted(scan(tmp_path)["cnn"].versions) == [1]
+
+
+def test_scan_reports_the_models_it_skips(tmp_path: Path) -> None:
+    """The models skipped for an unreadable model.json are named, so a caller can tell them from gone ones."""
+    make_version(tmp_path, "bad", 1)
+    (tmp_path / "bad" / "model.json").write_text('{"version_policy": ')
+    skipped: set[str] = set()
+    assert scan(tmp_path, skipped=skipped) == {} and skipped == {"bad"}
+
+
 def test_scan_reads_model_policy_and_skips_broken_one(tmp_path: Path) -> None:
     """model.json sets a model's policy; a broken model.json skips that model only."""
     make_version(tmp_path, "good", 1)
