@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import selectors
 import signal
 import socket
 import subprocess
@@ -36,7 +35,9 @@ class ManagedProcess:
     """A child process that prints one line starting with `ready_prefix` once it serves.
 
     Its output is passed through to ours (prefixed with `name`) so a failure is visible, and it is
-    stopped with SIGINT (graceful), then SIGKILL if it does not exit in time.
+    stopped with SIGINT (graceful), then SIGKILL if it does not exit in time. One thread reads the
+    output from start to exit, so the child never blocks on a full pipe and no line goes unseen (a
+    `select` on the pipe would miss lines that an earlier `readline` already pulled into its buffer).
     """
 
     def __init__(self, name: str, argv: list[str], ready_prefix: str, env: dict[str, str] | None = None):
@@ -47,54 +48,45 @@ class ManagedProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
         self._pump: threading.Thread | None = None
+        self._echo = True
+        self._ready_line = ""
+        self._ready = threading.Event()
 
     def start(self, timeout_s: float = READY_TIMEOUT_S, echo: bool = True) -> str:
         """Start the process and return its ready line; raise RuntimeError if it dies or times out."""
+        self._echo = echo
         self.proc = subprocess.Popen(
             self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env, bufsize=1
         )
-        assert self.proc.stdout is not None
-        selector = selectors.DefaultSelector()
-        selector.register(self.proc.stdout, selectors.EVENT_READ)
+        self._pump = threading.Thread(target=self._read_output, name=f"{self.name}-output", daemon=True)
+        self._pump.start()
         deadline = time.monotonic() + timeout_s
-        try:
-            while time.monotonic() < deadline:
-                if not selector.select(timeout=0.5):
-                    if self.proc.poll() is not None:
-                        break
-                    continue
-                line = self.proc.stdout.readline()
-                if not line:
-                    if self.proc.poll() is not None:
-                        break
-                    continue
-                self.output.append(line)
-                if echo:
-                    sys.stdout.write(f"[{self.name}] {line}")
-                if line.startswith(self.ready_prefix):
-                    return line.strip()
-        finally:
-            selector.close()
+        while not self._ready.wait(0.2):
+            if self.proc.poll() is not None:
+                self._pump.join(1.0)  # let the last lines it wrote be read
+                break
+            if time.monotonic() > deadline:
+                break
+        if self._ready.is_set():
+            return self._ready_line
         self.stop()
         tail = "".join(self.output[-40:])
         raise RuntimeError(f"{self.name} did not become ready (exit code {self.proc.returncode}):\n{tail}")
 
     def drain(self, echo: bool = False) -> None:
-        """Keep reading output in the background so the child never blocks on a full pipe."""
-        proc = self.proc
-        if proc is None or proc.stdout is None:
-            return
-        stream = proc.stdout
+        """After `start`: whether the output, still read in the background, is passed through to ours."""
+        self._echo = echo
 
-        def pump() -> None:
-            for line in stream:
-                if echo:
-                    sys.stdout.write(f"[{self.name}] {line}")
-                self.output.append(line)
-                del self.output[:-500]
-
-        self._pump = threading.Thread(target=pump, name=f"{self.name}-output", daemon=True)
-        self._pump.start()
+    def _read_output(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if self._echo:
+                sys.stdout.write(f"[{self.name}] {line}")
+            self.output.append(line)
+            del self.output[:-500]
+            if not self._ready.is_set() and line.startswith(self.ready_prefix):
+                self._ready_line = line.strip()
+                self._ready.set()
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGINT (graceful), SIGKILL after `timeout_s`; then release the output pipe."""

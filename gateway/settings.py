@@ -35,6 +35,8 @@ Port = Annotated[int, Field(ge=0, le=65535)]
 _ENDPOINT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})$")
 # Backend names end up in metric labels and in environment variable names.
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# Each listener's port when the file (or an environment override) does not give one.
+_DEFAULT_PORTS = {"rest": 8000, "grpc": 8001, "metrics": 8002}
 
 
 class _Settings(BaseModel):
@@ -54,21 +56,21 @@ class ListenersSettings(_Settings):
     """The client-facing sockets and the limits shared by them."""
 
     rest: ListenerSettings = Field(
-        default_factory=lambda: ListenerSettings(port=8000),
+        default_factory=lambda: ListenerSettings(port=_DEFAULT_PORTS["rest"]),
         description="The Open Inference Protocol REST (HTTP/JSON + binary extension) listener.",
     )
     grpc: ListenerSettings = Field(
-        default_factory=lambda: ListenerSettings(port=8001),
+        default_factory=lambda: ListenerSettings(port=_DEFAULT_PORTS["grpc"]),
         description="The Open Inference Protocol gRPC listener.",
     )
     metrics: ListenerSettings = Field(
-        default_factory=lambda: ListenerSettings(port=8002),
+        default_factory=lambda: ListenerSettings(port=_DEFAULT_PORTS["metrics"]),
         description="The Prometheus scrape endpoint (/metrics).",
     )
     max_request_bytes: int = Field(
         default=64 * 1024 * 1024,
         gt=0,
-        description="Largest request body or gRPC message; larger get REST 413 / gRPC RESOURCE_EXHAUSTED.",
+        description="Largest request body or gRPC request; larger get REST 413 / gRPC RESOURCE_EXHAUSTED.",
     )
     workers: int = Field(
         default=1,
@@ -81,6 +83,20 @@ class ListenersSettings(_Settings):
         ge=0,
         description="On SIGTERM/SIGINT, how long in-flight requests may run before they are cancelled.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_ports(cls, data: Any) -> Any:
+        # A listener given in part (`rest: {host: ...}` in the file, or GATEWAY_LISTENERS__REST__HOST
+        # alone) keeps its default port, as an omitted listener does.
+        if not isinstance(data, dict):
+            return data
+        filled = dict(data)
+        for key, port in _DEFAULT_PORTS.items():
+            listener = filled.get(key)
+            if isinstance(listener, dict) and "port" not in listener:
+                filled[key] = {**listener, "port": port}
+        return filled
 
 
 class _BackendBase(_Settings):

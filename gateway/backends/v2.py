@@ -31,6 +31,7 @@ from gateway.errors import (
     ErrorCode,
     GatewayError,
     InvalidRequest,
+    PayloadTooLarge,
     Unimplemented,
 )
 from gateway.proto import inference_pb2 as pb
@@ -175,6 +176,13 @@ class _GrpcTransport:
             return BackendUnavailable(f"backend '{self._name}' unavailable")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return DeadlineExceeded(f"backend '{self._name}' did not answer within the deadline")
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "message larger than max" in details:
+            # gRPC's own message size limit, not a quota to retry against: our channel refusing the
+            # answer is the backend's fault; anything else refused the client's request as too large.
+            log.warning("backend '%s': %s", self._name, details)
+            if details.startswith("CLIENT: Received"):
+                return BackendError(f"backend '{self._name}' answered with a message over max_message_bytes")
+            return PayloadTooLarge(f"request too large for backend '{self._name}'")
         mapped = _GRPC_PASS_THROUGH.get(code)
         if mapped is not None:
             return _refusal(mapped, details or f"backend '{self._name}' refused the request ({code.name})")

@@ -48,6 +48,9 @@ _CANCELLED = ErrorCode.CANCELLED.name
 
 # Cache entries: (expiry on the DataPlane's clock, metadata or None when the backend has none to give).
 _CacheEntry = tuple[float, ModelMetadata | None]
+# Keys hold the version the client asked for, so the cache must not grow with what clients send: past
+# this many entries the oldest fetch is dropped (routes times real versions stay far below it).
+_METADATA_CACHE_ENTRIES = 1024
 
 
 def _package_version() -> str:
@@ -265,7 +268,11 @@ class DataPlane:
             metadata = None  # a backend without metadata: requests go unvalidated
         if metadata is not None:
             metadata = dataclasses.replace(metadata, name=route.model)
-        self._metadata_cache[(route, version)] = (self._clock() + cluster.metadata_ttl_s, metadata)
+        cache = self._metadata_cache
+        cache.pop((route, version), None)  # re-inserted last: the order is the age of each fetch
+        if len(cache) >= _METADATA_CACHE_ENTRIES:
+            del cache[next(iter(cache))]
+        cache[(route, version)] = (self._clock() + cluster.metadata_ttl_s, metadata)
         return metadata
 
     def _fetched(self, key: tuple[Route, str], task: asyncio.Task[ModelMetadata | None]) -> None:

@@ -87,6 +87,14 @@ def test_encoder_through_gateway_matches_runtime(
     assert not np.allclose(got[0], got[1])
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_http_request(algorithm: str, gateway_http: str) -> None:
+    """tritonclient's request_compression_algorithm (Content-Encoding gzip/deflate) is served."""
+    tokens = _tokens(2)
+    result = _infer("http", gateway_http, "transformer", tokens, request_compression_algorithm=algorithm)
+    assert result.as_numpy("embedding").shape == (2, 32)
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_health_metadata_and_config(protocol: str, gateway_http: str, gateway_grpc: str) -> None:
     """Health, server metadata (extensions), model metadata and Triton model config on both fronts."""

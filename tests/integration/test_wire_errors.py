@@ -46,6 +46,11 @@ BAD_JSON_BODIES = {
     ),
     "overflowing-dim": (orjson.dumps({"inputs": [_tokens_input(shape=[2**63, 16])]}), "tokens"),
     "unknown-input": (orjson.dumps({"inputs": [_tokens_input(name="words")]}), "words"),
+    "empty-with-huge-dim": (
+        orjson.dumps({"inputs": [_tokens_input(shape=[0, 2**63 - 1], data=[])]}),
+        "tokens",
+    ),
+    "too-many-dims": (orjson.dumps({"inputs": [_tokens_input(shape=[1] * 100, data=[1])]}), "tokens"),
 }
 
 

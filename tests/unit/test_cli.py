@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,25 @@ def test_subcommands_are_registered() -> None:
     parser = build_parser()
     assert parser.parse_args(["serve", "-c", "x.yaml"]).command == "serve"
     assert parser.parse_args(["up"]).command == "up"
+
+
+def test_grpc_port_in_use_exits_1_with_message_and_no_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`gateway serve` whose gRPC port is taken says it cannot start and exits 1, as for the REST port."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "gateway.yaml"
+        config.write_text(
+            "listeners:\n"
+            "  rest: {host: 127.0.0.1, port: 0}\n"
+            f"  grpc: {{host: 127.0.0.1, port: {port}}}\n"
+            "  metrics: {host: 127.0.0.1, port: 0}\n"
+            "backends: {b: {kind: v2, endpoints: ['127.0.0.1:9'], health_check_timeout_s: 0.1}}\n"
+        )
+        assert main(["serve", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert f"gateway: cannot start: cannot bind the gRPC listener on 127.0.0.1:{port}" in err
+    assert "Traceback" not in err

@@ -73,6 +73,17 @@ def test_minimal_file_gets_default_listeners(tmp_path: Path) -> None:
     assert settings.routes == []
 
 
+def test_listener_given_in_part_keeps_its_default_port(tmp_path: Path) -> None:
+    """A listener with only its host, in the file or by one environment override, keeps its default port."""
+    path = write(
+        tmp_path, "listeners: {rest: {host: 127.0.0.1}}\nbackends: {jax: {kind: v2, endpoints: ['h:1']}}\n"
+    )
+    settings = load_settings(path, {"GATEWAY_LISTENERS__METRICS__HOST": "::"})
+    assert (settings.listeners.rest.host, settings.listeners.rest.port) == ("127.0.0.1", 8000)
+    assert (settings.listeners.metrics.host, settings.listeners.metrics.port) == ("::", 8002)
+    assert settings.listeners.grpc.port == 8001
+
+
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [

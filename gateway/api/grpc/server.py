@@ -59,12 +59,14 @@ async def start_grpc_server(
 ) -> grpc.aio.Server:
     """Start and return a grpc.aio server for `server`.
 
-    Messages over `max_message_bytes` are refused by gRPC itself with RESOURCE_EXHAUSTED. `reuse_port`
-    lets several worker processes share the port.
+    Requests over `max_message_bytes` are refused by gRPC itself with RESOURCE_EXHAUSTED. Responses are
+    not limited: the answer was already computed (and bounded by the backend's own message limit), and
+    refusing it would report the client's request as too large. `reuse_port` lets several worker
+    processes share the port. `host` is an address as written in the settings (IPv6 unbracketed).
     """
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", -1),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
@@ -76,9 +78,12 @@ async def start_grpc_server(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server, pool=_reflection_pool()
     )
-    bound = grpc_server.add_insecure_port(f"{host}:{port}")
-    if bound == 0:
-        raise OSError(f"cannot bind gRPC listener on {host}:{port}")
+    # gRPC parses "host:port" as a URI authority: an IPv6 host needs its brackets.
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        grpc_server.add_insecure_port(target)
+    except RuntimeError:  # grpcio's "Failed to bind": an OSError to callers, as for the other listeners
+        raise OSError(f"cannot bind the gRPC listener on {target} (address in use or unavailable)") from None
     await grpc_server.start()
     task = asyncio.get_running_loop().create_task(_track_health(server, health_servicer))
     _health_tasks[id(grpc_server)] = task

@@ -3,21 +3,25 @@
 Thin by design: read the body, decode it with the v2 REST codec, call the server, encode. Handlers take
 the raw `Request` and return raw `Response`s so FastAPI does no validation or serialisation of its own on
 the hot path, and every error leaves as the protocol's `{"error": "..."}` body with the status from the
-one error table (never FastAPI's `{"detail": ...}` or a 422).
+one error table (never FastAPI's `{"detail": ...}` or a 422). Inference bodies may be compressed with
+`Content-Encoding: gzip` or `deflate`, as Triton accepts (tritonclient's `request_compression_algorithm`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+import zlib
+from typing import Any, Final
 
 import orjson
 from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from gateway.api.deadline import deadline_from
 from gateway.codecs.v2 import rest as codec
-from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge
+from gateway.errors import ErrorCode, GatewayError, InvalidRequest, PayloadTooLarge
 from gateway.server import InferenceServer
 from gateway.types import RequestContext
 
@@ -27,6 +31,9 @@ HEADER_LENGTH = "inference-header-content-length"
 JSON = "application/json"
 BINARY = "application/octet-stream"
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+# Request Content-Encodings Triton accepts (and tritonclient's `request_compression_algorithm` sends):
+# the zlib window bits that decode each.
+_DECODERS: Final[dict[str, int]] = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -44,12 +51,36 @@ async def _read_body(request: Request, limit: int) -> bytes:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody is left to answer; not an error of ours, so no traceback in the log.
+        raise GatewayError("client disconnected while sending the body", code=ErrorCode.CANCELLED) from None
     return b"".join(chunks)
+
+
+def _decoded(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body with its Content-Encoding undone; the decoded size is held to `limit` as well."""
+    name = (encoding or "identity").strip().lower()
+    if name == "identity":
+        return body
+    wbits = _DECODERS.get(name)
+    if wbits is None:
+        raise InvalidRequest(f"unsupported Content-Encoding '{name[:32]}' (use gzip, deflate or none)")
+    decoder = zlib.decompressobj(wbits)
+    try:
+        decoded = decoder.decompress(body, limit + 1)  # stops early: a small bomb cannot grow large
+    except zlib.error:
+        raise InvalidRequest(f"request body is not valid {name} data") from None
+    if len(decoded) > limit:
+        raise PayloadTooLarge(f"decoded request body exceeds the limit of {limit} bytes")
+    if not decoder.eof:
+        raise InvalidRequest(f"request body is truncated {name} data")
+    return decoded
 
 
 def _header_length(request: Request) -> int | None:
@@ -110,7 +141,16 @@ def create_app(server: InferenceServer, *, max_request_bytes: int = DEFAULT_MAX_
         return _json(codec.model_config_to_json(await server.model_config(model, version)))
 
     async def infer(request: Request, model: str, version: str = "") -> Response:
-        body = await _read_body(request, max_request_bytes)
+        try:
+            return await _infer(request, model, version)
+        except asyncio.CancelledError:
+            # Only the listener's shutdown cancels a REST handler, once the grace period is over: answer
+            # as the gRPC listener does then, not with uvicorn's plain-text 500.
+            return _error(ErrorCode.UNAVAILABLE.http_status, "the server is shutting down")
+
+    async def _infer(request: Request, model: str, version: str) -> Response:
+        wire = await _read_body(request, max_request_bytes)
+        body = _decoded(wire, request.headers.get("content-encoding"), max_request_bytes)
         header_length = _header_length(request)
         inference_request = codec.decode_infer_request(body, header_length, model, version)
         if header_length == 0:
@@ -120,11 +160,11 @@ def create_app(server: InferenceServer, *, max_request_bytes: int = DEFAULT_MAX_
         context = RequestContext(
             protocol="rest",
             deadline=deadline_from(inference_request.parameters),
-            request_bytes=len(body),
+            request_bytes=len(wire),
         )
         response = await server.infer(inference_request, context)
         payload, json_length = codec.encode_infer_response(response, inference_request)
-        server.observe_transfer(context, len(body), len(payload))
+        server.observe_transfer(context, len(wire), len(payload))
         if json_length is None:
             return Response(payload, media_type=JSON)
         return Response(payload, media_type=BINARY, headers={HEADER_LENGTH: str(json_length)})

@@ -22,6 +22,7 @@ from gateway.codecs.v2.tensors import (
     check_shape,
     config_type,
     datatype_from_config_type,
+    reshape,
     tensor_from_buffer,
     tensor_to_buffer,
 )
@@ -302,7 +303,7 @@ def _from_contents(
     if datatype == "BYTES":
         array = np.empty(count, dtype=object)
         array[:] = list(values)
-        return Tensor(name, datatype, shape, array.reshape(shape))
+        return Tensor(name, datatype, shape, reshape(name, array, shape, role=role))
     wide = np.fromiter(values, dtype=wire_dtype, count=count)
     dtype = NUMPY_DTYPES[datatype]
     if dtype != wire_dtype and count:
@@ -310,7 +311,7 @@ def _from_contents(
         if wide.min() < info.min or wide.max() > info.max:
             raise InvalidRequest(f"{role} '{name}': a value in {field} is out of range for {datatype}")
         wide = wide.astype(dtype)
-    return Tensor(name, datatype, shape, wide.reshape(shape))
+    return Tensor(name, datatype, shape, reshape(name, wide, shape, role=role))
 
 
 def _tensor_meta_to_proto(meta: TensorMetadata) -> pb.ModelMetadataResponse.TensorMetadata:

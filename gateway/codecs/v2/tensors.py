@@ -106,7 +106,7 @@ def tensor_from_buffer(
     count = math.prod(dims)
     if datatype == "BYTES":
         data = _split_bytes(name, dims, count, buf, role)
-        return Tensor(name, datatype, dims, data.reshape(dims))
+        return Tensor(name, datatype, dims, reshape(name, data, dims, role=role))
     nbytes = buf.nbytes if isinstance(buf, memoryview) else len(buf)
     expected = count * dtype.itemsize
     if nbytes != expected:
@@ -120,7 +120,7 @@ def tensor_from_buffer(
         array = np.frombuffer(buf, dtype=np.uint8).astype(np.bool_)
     else:
         array = np.frombuffer(buf, dtype=dtype)
-    return Tensor(name, datatype, dims, array.reshape(dims))
+    return Tensor(name, datatype, dims, reshape(name, array, dims, role=role))
 
 
 def tensor_to_buffer(tensor: Tensor) -> bytes:
@@ -175,7 +175,23 @@ def tensor_from_list(
         raise InvalidRequest(
             f"{role} '{name}': expected {count} elements for shape {_fmt_shape(dims)}, got {array.size}"
         )
-    return Tensor(name, datatype, dims, array.reshape(dims))
+    return Tensor(name, datatype, dims, reshape(name, array, dims, role=role))
+
+
+def reshape(name: str, data: np.ndarray, dims: tuple[int, ...], *, role: str = "input") -> np.ndarray:
+    """`data` (holding exactly the shape's element count) in the shape `dims`.
+
+    A shape can hold the right count and still be one numpy cannot build: more dimensions than it
+    supports, or a zero-size shape such as [0, 2**62] whose other dimensions overflow its size
+    arithmetic. Those are the client's error (`InvalidRequest`), not an internal one.
+    """
+    try:
+        return data.reshape(dims)
+    except ValueError:
+        raise InvalidRequest(
+            f"{role} '{name}': shape {_fmt_shape(dims)} cannot be represented "
+            f"({len(dims)} dimensions, or dimensions too large even for an empty tensor)"
+        ) from None
 
 
 def config_type(datatype: str) -> str:

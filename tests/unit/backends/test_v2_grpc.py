@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 
 from gateway.backends.v2 import V2Backend
+from gateway.codecs.v2.protobuf import response_to_proto
 from gateway.errors import (
+    BackendError,
     BackendUnavailable,
     DeadlineExceeded,
     ErrorCode,
     GatewayError,
+    PayloadTooLarge,
     Unimplemented,
 )
+from gateway.proto import inference_pb2 as pb
+from gateway.proto import inference_pb2_grpc
 from gateway.settings import V2BackendSettings
-from gateway.types import InferenceRequest, Tensor
+from gateway.types import InferenceRequest, InferenceResponse, Tensor
 from tests.unit.backends.fake_server import FakeModelServicer
 
 
@@ -129,3 +136,40 @@ async def test_one_channel_per_endpoint_reused(backend: tuple[V2Backend, str]) -
         await client.infer(request(), address, 5.0)
     assert transport._channels == channels  # type: ignore[attr-defined]
     assert list(channels) == [address]
+
+
+class _BigAnswers(FakeModelServicer):
+    """Answers every inference with 4096 FP32 values, whatever it was sent."""
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        y = np.zeros(4096, dtype=np.float32)
+        return response_to_proto(InferenceResponse(request.model_name, [Tensor("y", "FP32", y.shape, y)]))
+
+
+@pytest.mark.parametrize(
+    ("limit", "server_limit", "rows", "error", "message"),
+    [
+        (1024, None, 2, BackendError, "backend 'jax' answered with a message over max_message_bytes"),
+        (1024, None, 200, PayloadTooLarge, "request too large for backend 'jax'"),
+        (1 << 20, 1024, 200, PayloadTooLarge, "request too large for backend 'jax'"),
+    ],
+    ids=["answer-over-our-limit", "request-over-our-limit", "request-over-backend-limit"],
+)
+async def test_message_size_limits_are_not_quota_errors(
+    limit: int, server_limit: int | None, rows: int, error: type[GatewayError], message: str
+) -> None:
+    """gRPC's message size refusals become 502 (answer too big) or 413 (request too big), never 429."""
+    options = [] if server_limit is None else [("grpc.max_receive_message_length", server_limit)]
+    server = grpc.aio.server(options=options)
+    inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(_BigAnswers(), server)
+    address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    await server.start()
+    client = V2Backend("jax", settings(address).model_copy(update={"max_message_bytes": limit}))
+    try:
+        x = np.zeros((rows, 3), dtype=np.float32)
+        with pytest.raises(error) as info:
+            await client.infer(InferenceRequest("big", [Tensor("x", "FP32", x.shape, x)]), address, 5.0)
+        assert info.value.message == message
+    finally:
+        await client.close()
+        await server.stop(None)

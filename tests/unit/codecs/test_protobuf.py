@@ -286,6 +286,23 @@ MALFORMED: list[tuple[str, pb.ModelInferRequest, str]] = [
         "input 'x': BF16 data must be sent in raw_input_contents",
     ),
     ("duplicate-output", _dup_outputs(), "requested output 'y' appears more than once"),
+    (
+        "raw-empty-huge-dims",
+        _raw_request(("x", "INT32", [0, 2**62]), raw=[b""]),
+        r"input 'x': shape \[0, 4611686018427387904\] cannot be represented",
+    ),
+    (
+        "typed-too-many-dims",
+        pb.ModelInferRequest(inputs=[typed_input("x", "INT32", [1] * 100, [1])]),
+        "input 'x': .* cannot be represented",
+    ),
+    (
+        "typed-bytes-empty-huge-dims",
+        pb.ModelInferRequest(
+            inputs=[pb.ModelInferRequest.InferInputTensor(name="s", datatype="BYTES", shape=[2**62, 0])]
+        ),
+        "input 's': .* cannot be represented",
+    ),
 ]
 
 

@@ -158,6 +158,9 @@ def test_check_shape_message_is_bounded() -> None:
         ("BYTES", [1], b"\x01\0\0\0ab", "1 bytes left over"),
         ("BYTES", [1], b"\x01\0", "BYTES data holds 0 elements"),
         ("INT32", [2**62, 4], b"", "expected"),
+        ("INT32", [0, 2**63 - 1], b"", r"input 'x': shape \[0, 9223372036854775807\] cannot be represented"),
+        ("BYTES", [2**62, 0], b"", "input 'x': .* cannot be represented"),
+        ("INT32", [1] * 100, b"\1\0\0\0", "input 'x': .* cannot be represented"),
     ],
     ids=[
         "fp32-short",
@@ -168,6 +171,9 @@ def test_check_shape_message_is_bounded() -> None:
         "bytes-trailing",
         "bytes-truncated-prefix",
         "huge-shape",
+        "empty-with-huge-dim",
+        "bytes-empty-with-huge-dim",
+        "too-many-dims",
     ],
 )
 def test_from_buffer_rejects(datatype: str, shape: list[int], buf: bytes, message: str) -> None:
@@ -198,6 +204,9 @@ def test_from_buffer_rejects(datatype: str, shape: list[int], buf: bytes, messag
         ("FP32", [1], {"a": 1}, "'data' must be an array, got an object"),
         ("INT", [1], [1], "unknown datatype 'INT'"),
         ("FP32", [-1], [1], "negative"),
+        ("FP32", [0, 2**63 - 1], [], "cannot be represented"),
+        ("BYTES", [0, 2**63 - 1], [], "cannot be represented"),
+        ("INT32", [1] * 100, [1], "cannot be represented"),
     ],
     ids=[
         "count",
@@ -219,6 +228,9 @@ def test_from_buffer_rejects(datatype: str, shape: list[int], buf: bytes, messag
         "object-data",
         "unknown-dtype",
         "negative-dim",
+        "empty-with-huge-dim",
+        "bytes-empty-with-huge-dim",
+        "too-many-dims",
     ],
 )
 def test_from_list_rejects(datatype: str, shape: list[int], data: Any, message: str) -> None:

@@ -206,6 +206,16 @@ async def test_metadata_ttl_zero_refetches() -> None:
     assert [c[0] for c in backend.calls].count("metadata") == 2
 
 
+async def test_metadata_cache_does_not_grow_with_client_versions() -> None:
+    """Versions named by clients (which the cache keys on) cannot grow the metadata cache without bound."""
+    plane, _, backend, _ = make_plane(FakeBackend(metadata_error=Unimplemented("no metadata")))
+    for i in range(1500):
+        await plane.infer(fp32_request("cnn", version=f"v{i}"), RequestContext("grpc"))
+    assert len(plane._metadata_cache) <= 1024
+    await plane.infer(fp32_request("cnn", version="v1499"), RequestContext("grpc"))
+    assert [c[0] for c in backend.calls].count("metadata") == 1500  # the newest entries still serve
+
+
 async def test_backend_without_metadata_skips_validation() -> None:
     """A backend answering UNIMPLEMENTED for metadata still serves inference, unvalidated."""
     plane, _, _, _ = make_plane(FakeBackend(metadata_error=Unimplemented("no metadata")))

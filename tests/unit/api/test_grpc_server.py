@@ -1,0 +1,66 @@
+"""The gRPC listener started by `start_grpc_server`, called over a real channel."""
+
+from __future__ import annotations
+
+import socket
+
+import grpc
+import numpy as np
+import pytest
+
+from gateway.api.grpc.server import start_grpc_server, stop_grpc_server
+from gateway.app import bind_socket
+from gateway.codecs.v2.protobuf import request_to_proto, response_from_proto
+from gateway.proto import inference_pb2 as pb
+from gateway.proto import inference_pb2_grpc
+from gateway.types import InferenceRequest, Tensor
+from tests.unit.api.fakes import FakeServer
+
+
+def _request(elements: int) -> pb.ModelInferRequest:
+    x = np.zeros(elements, dtype=np.float32)
+    return request_to_proto(InferenceRequest("m", [Tensor("x", "FP32", x.shape, x)]))
+
+
+async def test_responses_are_not_capped_by_the_request_limit() -> None:
+    """A small request whose answer is larger than max_message_bytes is answered, not RESOURCE_EXHAUSTED."""
+    held = bind_socket("127.0.0.1", 0, reuse_port=True)
+    port = held.getsockname()[1]
+    server = await start_grpc_server(
+        FakeServer(output_elements=4096), "127.0.0.1", port, max_message_bytes=1024, reuse_port=True
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+            response = response_from_proto(await stub.ModelInfer(_request(4), timeout=5))
+            assert response.outputs[0].shape == (4096,)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.ModelInfer(_request(1024), timeout=5)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        await stop_grpc_server(server, 0)
+        held.close()
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+async def test_ipv6_host_binds() -> None:
+    """An IPv6 listener host as the settings write it (`::1`, no brackets) binds and serves."""
+    held = bind_socket("::1", 0, reuse_port=True)
+    port = held.getsockname()[1]
+    server = await start_grpc_server(FakeServer(), "::1", port, reuse_port=True)
+    try:
+        async with grpc.aio.insecure_channel(f"[::1]:{port}") as channel:
+            stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+            assert (await stub.ServerLive(pb.ServerLiveRequest(), timeout=5)).live
+    finally:
+        await stop_grpc_server(server, 0)
+        held.close()

@@ -1,0 +1,111 @@
+"""The REST listener built by `create_app`, driven in-process over ASGI."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from gateway.api.rest.app import create_app
+from tests.unit.api.fakes import FakeServer
+
+BODY = orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, 2]}]})
+ENCODERS: dict[str, Callable[[bytes], bytes]] = {"gzip": gzip.compress, "deflate": zlib.compress}
+
+
+def _client(server: FakeServer, max_request_bytes: int = 1 << 20) -> httpx.AsyncClient:
+    app = create_app(server, max_request_bytes=max_request_bytes)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
+
+
+@pytest.mark.parametrize("encoding", list(ENCODERS))
+async def test_compressed_request_body_is_decoded(encoding: str) -> None:
+    """A body sent with Content-Encoding gzip or deflate (as tritonclient compresses) is served."""
+    async with _client(FakeServer()) as client:
+        reply = await client.post(
+            "/v2/models/m/infer", content=ENCODERS[encoding](BODY), headers={"content-encoding": encoding}
+        )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["outputs"][0]["shape"] == [4]
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding", "status", "message"),
+    [
+        (gzip.compress(b" " * 10_000 + BODY), "gzip", 413, "decoded request body exceeds the limit"),
+        (BODY, "gzip", 400, "not valid gzip data"),
+        (zlib.compress(BODY)[:-8], "deflate", 400, "truncated deflate data"),
+        (BODY, "br", 400, "unsupported Content-Encoding 'br'"),
+    ],
+    ids=["bomb", "not-gzip", "truncated", "unknown-encoding"],
+)
+async def test_bad_compressed_body_is_refused(body: bytes, encoding: str, status: int, message: str) -> None:
+    """A decoded body over the limit is 413; undecodable or unknown encodings are 400, by the one table."""
+    async with _client(FakeServer(), max_request_bytes=4096) as client:
+        reply = await client.post("/v2/models/m/infer", content=body, headers={"content-encoding": encoding})
+    assert reply.status_code == status
+    assert message in reply.json()["error"]
+
+
+async def _call(app: Any, receive: Callable[[], Any]) -> list[dict[str, Any]]:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v2/models/m/infer",
+        "raw_path": b"/v2/models/m/infer",
+        "query_string": b"",
+        "headers": [(b"content-length", str(len(BODY)).encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_client_disconnect_mid_body_is_not_an_internal_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A client that hangs up while sending the body is CANCELLED (499), with no error traceback logged."""
+    messages = iter(
+        [
+            {"type": "http.request", "body": BODY[:10], "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    with caplog.at_level(logging.ERROR):
+        sent = await _call(create_app(FakeServer()), receive)
+    assert sent[0]["status"] == 499
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_request_cancelled_by_shutdown_gets_protocol_503() -> None:
+    """An inference cut off by the listener's shutdown answers 503 with an `{"error": ...}` body."""
+    server = FakeServer(delay_s=10)
+    messages = iter([{"type": "http.request", "body": BODY, "more_body": False}])
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    task = asyncio.create_task(_call(create_app(server), receive))
+    await server.called.wait()
+    task.cancel()  # what uvicorn does to requests still running when the grace period ends
+    sent = await task
+    assert sent[0]["status"] == 503
+    assert orjson.loads(sent[1]["body"]) == {"error": "the server is shutting down"}
