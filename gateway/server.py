@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from gateway.errors import GatewayError
 from gateway.types import (
     InferenceRequest,
     InferenceResponse,
@@ -38,4 +39,12 @@ class InferenceServer(Protocol):
 
     def observe_transfer(self, context: RequestContext, bytes_in: int, bytes_out: int) -> None:
         """Called by a listener once per infer call with the wire sizes, after the response is encoded."""
+        ...
+
+    def observe_rejected(self, model: str, context: RequestContext, error: GatewayError) -> None:
+        """Called by a listener for an infer call refused before `infer` (undecodable, over a limit).
+
+        `model` is the name the client asked for: implementations must bound it before using it as a
+        metric label.
+        """
         ...

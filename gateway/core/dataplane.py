@@ -170,6 +170,8 @@ class DataPlane:
             GatewayError: The backend's failure, mapped by the backend; INTERNAL for anything unexpected.
         """
         start = self._clock()
+        # The listener's decoding counts as the gateway's own time; the deadline runs from now.
+        received = context.received_at if context.received_at is not None else start
         protocol = context.protocol
         in_flight = self._metrics.in_flight_gauge(protocol)
         in_flight.inc()
@@ -227,9 +229,22 @@ class DataPlane:
                 backend=backend,
                 protocol=protocol,
                 code=code,
-                total_s=self._clock() - start,
+                total_s=self._clock() - received,
                 backend_s=backend_s,
             )
+
+    def observe_rejected(self, model: str, context: RequestContext, error: GatewayError) -> None:
+        """Count an infer call a listener refused, under the route's labels when the model is routed."""
+        try:
+            route = self._router.match(model, "")
+        except GatewayError:
+            label, version, backend = UNKNOWN_MODEL, "", ""
+        else:
+            label, version, backend = route.model, route.version, route.backend
+        context.model_label, context.version_label = label, version
+        self._metrics.observe_rejected(
+            model=label, version=version, backend=backend, protocol=context.protocol, code=error.code.name
+        )
 
     def observe_transfer(self, context: RequestContext, bytes_in: int, bytes_out: int) -> None:
         """Count one request's wire sizes under the model label `infer` resolved."""

@@ -55,7 +55,8 @@ class GatewayMetrics:
         )
         self.request_duration = Histogram(
             "gateway_request_duration_seconds",
-            "Whole inference request inside the gateway, from the DataPlane's start to its answer.",
+            "Whole inference request inside the gateway, from the listener having the request (before"
+            " decoding it) to the DataPlane's answer; encoding the response is not included.",
             ["model", "backend", "protocol"],
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -69,7 +70,8 @@ class GatewayMetrics:
         )
         self.overhead_duration = Histogram(
             "gateway_overhead_duration_seconds",
-            "The gateway's own share of a request: whole request minus the backend round trip.",
+            "The gateway's own share of a request (decoding, routing, validation): whole request minus"
+            " the backend round trip.",
             ["model", "backend", "protocol"],
             buckets=OVERHEAD_BUCKETS,
             registry=r,
@@ -153,6 +155,14 @@ class GatewayMetrics:
         if backend_s is not None:
             upstream.observe(backend_s)
             overhead.observe(max(total_s - backend_s, 0.0))
+
+    def observe_rejected(self, *, model: str, version: str, backend: str, protocol: str, code: str) -> None:
+        """Count a request a listener refused before it reached the DataPlane (no latency to record)."""
+        key = (model, version, backend, protocol, code)
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._requests[key] = self.requests.labels(*key)
+        counter.inc()
 
     def observe_transfer(self, *, model: str, protocol: str, bytes_in: int, bytes_out: int) -> None:
         """Add one request's wire sizes to the byte counters."""

@@ -133,6 +133,11 @@ class JaxInferenceServer:
             if model:
                 self._metrics.request_duration.labels(model, version).observe(time.perf_counter() - start)
 
+    def observe_rejected(self, model: str, context: RequestContext, error: GatewayError) -> None:
+        """Counts a request the listener could not decode, under the model's name only if it is served."""
+        label = model if self._manager.versions(model) else ""
+        self._metrics.requests.labels(label, "", error.code.name).inc()
+
     def observe_transfer(self, context: RequestContext, bytes_in: int, bytes_out: int) -> None:
         """Counts wire bytes for requests that resolved to a model (others have no bounded label)."""
         if context.model_label:

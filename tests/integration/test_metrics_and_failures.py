@@ -50,6 +50,9 @@ def test_gateway_counters_move(stack: LocalStack, gateway_grpc: str, gateway_htt
         client.infer("transformer", [_tokens_input()])
     with pytest.raises(InferenceServerException):
         client.infer("some-unknown-model", [_tokens_input()])
+    client.close()
+    bad = httpx.post(f"http://{gateway_http}/v2/models/transformer/infer", content=b"{not json", timeout=10)
+    assert bad.status_code == 400
     after = _samples(metrics_url)
 
     def delta(name: str, **labels: str) -> float:
@@ -61,6 +64,8 @@ def test_gateway_counters_move(stack: LocalStack, gateway_grpc: str, gateway_htt
     assert delta("gateway_backend_duration_seconds_count", model="transformer") == 5
     assert delta("gateway_request_bytes_total", model="transformer", protocol="grpc") > 0
     assert delta("gateway_response_bytes_total", model="transformer", protocol="grpc") > 0
+    # A request the listener could not decode is counted too, under its routed model.
+    assert delta("gateway_requests_total", model="transformer", protocol="rest", code="INVALID_ARGUMENT") == 1
     # The unknown model is counted under a bounded label, never under its own name.
     assert delta("gateway_requests_total", model="_unknown", code="NOT_FOUND") == 1
     assert not any(dict(labels).get("model") == "some-unknown-model" for _, labels in after)
@@ -73,6 +78,7 @@ def test_runtime_metrics_move(stack: LocalStack, runtime_grpc: str) -> None:
     client = grpcclient.InferenceServerClient(url=runtime_grpc)
     for _ in range(3):
         client.infer("transformer", [_tokens_input()])
+    client.close()
     after = _samples(metrics_url)
     batches = _value(after, "jax_runtime_batch_size_count", model="transformer") - _value(
         before, "jax_runtime_batch_size_count", model="transformer"
@@ -114,15 +120,21 @@ def test_dead_backend_is_unavailable(gateway_with_dead_backend: tuple[str, str])
     """With the backend down, infer is 503 over REST and UNAVAILABLE over gRPC, naming the backend."""
     rest, grpc_url = gateway_with_dead_backend
     image = np.zeros((1, 28, 28, 1), dtype=np.float32)
-    http_input = httpclient.InferInput("image", [1, 28, 28, 1], "FP32")
-    http_input.set_data_from_numpy(image)
-    with pytest.raises(InferenceServerException) as info:
-        httpclient.InferenceServerClient(url=rest).infer("cnn", [http_input])
-    assert str(info.value.status()) == "503"
-    assert "jax" in info.value.message()
-    grpc_input = grpcclient.InferInput("image", [1, 28, 28, 1], "FP32")
-    grpc_input.set_data_from_numpy(image)
-    with pytest.raises(InferenceServerException) as info:
-        grpcclient.InferenceServerClient(url=grpc_url).infer("cnn", [grpc_input])
-    assert str(info.value.status()) == "StatusCode.UNAVAILABLE"
-    assert not httpclient.InferenceServerClient(url=rest).is_server_ready()
+    http = httpclient.InferenceServerClient(url=rest)
+    grpc_client = grpcclient.InferenceServerClient(url=grpc_url)
+    try:
+        http_input = httpclient.InferInput("image", [1, 28, 28, 1], "FP32")
+        http_input.set_data_from_numpy(image)
+        with pytest.raises(InferenceServerException) as info:
+            http.infer("cnn", [http_input])
+        assert str(info.value.status()) == "503"
+        assert "jax" in info.value.message()
+        grpc_input = grpcclient.InferInput("image", [1, 28, 28, 1], "FP32")
+        grpc_input.set_data_from_numpy(image)
+        with pytest.raises(InferenceServerException) as info:
+            grpc_client.infer("cnn", [grpc_input])
+        assert str(info.value.status()) == "StatusCode.UNAVAILABLE"
+        assert not http.is_server_ready()
+    finally:
+        http.close()
+        grpc_client.close()

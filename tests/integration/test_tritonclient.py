@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -16,9 +17,22 @@ CNN_INPUT = ("image", "FP32", (28, 28, 1))
 ENCODER_INPUT = ("tokens", "INT32", (16,))
 
 
+_open_clients: list[Any] = []
+
+
 def _client(protocol: str, url: str) -> Any:
     module = grpcclient if protocol == "grpc" else httpclient
-    return module.InferenceServerClient(url=url)
+    client = module.InferenceServerClient(url=url)
+    _open_clients.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Close every client a test opened: an unclosed HTTP client's socket is a ResourceWarning (an error)."""
+    yield
+    while _open_clients:
+        _open_clients.pop().close()
 
 
 def _input(protocol: str, name: str, datatype: str, array: np.ndarray, binary: bool) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
@@ -88,12 +89,15 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ModelInferResponse:
-        inference_request = codec.request_from_proto(request)
         call_context = RequestContext(
-            protocol="grpc",
-            deadline=deadline_from(inference_request.parameters, context.time_remaining()),
-            request_bytes=request.ByteSize(),
+            protocol="grpc", request_bytes=request.ByteSize(), received_at=time.monotonic()
         )
+        try:
+            inference_request = codec.request_from_proto(request)
+            call_context.deadline = deadline_from(inference_request.parameters, context.time_remaining())
+        except GatewayError as exc:
+            self._server.observe_rejected(request.model_name, call_context, exc)
+            raise
         response = codec.response_to_proto(
             await self._server.infer(inference_request, call_context), inference_request
         )

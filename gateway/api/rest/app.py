@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 from typing import Any, Final
 
@@ -149,22 +150,24 @@ def create_app(server: InferenceServer, *, max_request_bytes: int = DEFAULT_MAX_
             return _error(ErrorCode.UNAVAILABLE.http_status, "the server is shutting down")
 
     async def _infer(request: Request, model: str, version: str) -> Response:
-        wire = await _read_body(request, max_request_bytes)
-        body = _decoded(wire, request.headers.get("content-encoding"), max_request_bytes)
-        header_length = _header_length(request)
-        inference_request = codec.decode_infer_request(body, header_length, model, version)
-        if header_length == 0:
-            # A raw body names no input: the model's single input is the one (the codec checks it has one).
-            metadata = await server.model_metadata(model, version)
-            inference_request = codec.complete_raw_request(inference_request, metadata.inputs)
-        context = RequestContext(
-            protocol="rest",
-            deadline=deadline_from(inference_request.parameters),
-            request_bytes=len(wire),
-        )
+        context = RequestContext(protocol="rest")
+        try:
+            wire = await _read_body(request, max_request_bytes)
+            context.received_at, context.request_bytes = time.monotonic(), len(wire)
+            body = _decoded(wire, request.headers.get("content-encoding"), max_request_bytes)
+            header_length = _header_length(request)
+            inference_request = codec.decode_infer_request(body, header_length, model, version)
+            if header_length == 0:
+                # A raw body names no input: the model's single input is it (the codec checks there is one).
+                metadata = await server.model_metadata(model, version)
+                inference_request = codec.complete_raw_request(inference_request, metadata.inputs)
+            context.deadline = deadline_from(inference_request.parameters)
+        except GatewayError as exc:
+            server.observe_rejected(model, context, exc)  # counted: it never reaches `infer`
+            raise
         response = await server.infer(inference_request, context)
         payload, json_length = codec.encode_infer_response(response, inference_request)
-        server.observe_transfer(context, len(wire), len(payload))
+        server.observe_transfer(context, context.request_bytes, len(payload))
         if json_length is None:
             return Response(payload, media_type=JSON)
         return Response(payload, media_type=BINARY, headers={HEADER_LENGTH: str(json_length)})

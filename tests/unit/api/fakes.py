@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gateway.errors import GatewayError
 from gateway.types import (
     InferenceRequest,
     InferenceResponse,
@@ -33,6 +34,8 @@ class FakeServer:
     output_elements: int = 4
     delay_s: float = 0.0
     called: asyncio.Event = field(default_factory=asyncio.Event)
+    # (model, protocol, code) of each call the listener refused before `infer`.
+    rejected: list[tuple[str, str, str]] = field(default_factory=list)
 
     async def live(self) -> bool:
         return True
@@ -61,3 +64,6 @@ class FakeServer:
 
     def observe_transfer(self, context: RequestContext, bytes_in: int, bytes_out: int) -> None:
         pass
+
+    def observe_rejected(self, model: str, context: RequestContext, error: GatewayError) -> None:
+        self.rejected.append((model, context.protocol, error.code.name))

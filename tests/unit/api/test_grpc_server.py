@@ -64,3 +64,24 @@ async def test_ipv6_host_binds() -> None:
     finally:
         await stop_grpc_server(server, 0)
         held.close()
+
+
+async def test_undecodable_grpc_request_is_reported_as_rejected() -> None:
+    """A raw input of the wrong size is INVALID_ARGUMENT and reported to the server as a rejection."""
+    held = bind_socket("127.0.0.1", 0, reuse_port=True)
+    port = held.getsockname()[1]
+    fake = FakeServer()
+    server = await start_grpc_server(fake, "127.0.0.1", port, reuse_port=True)
+    request = pb.ModelInferRequest(model_name="m")
+    request.inputs.add(name="x", datatype="FP32", shape=[4])
+    request.raw_input_contents.append(b"\0" * 3)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.ModelInfer(request, timeout=5)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await stop_grpc_server(server, 0)
+        held.close()
+    assert fake.rejected == [("m", "grpc", "INVALID_ARGUMENT")]

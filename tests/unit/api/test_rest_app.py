@@ -109,3 +109,13 @@ async def test_request_cancelled_by_shutdown_gets_protocol_503() -> None:
     sent = await task
     assert sent[0]["status"] == 503
     assert orjson.loads(sent[1]["body"]) == {"error": "the server is shutting down"}
+
+
+async def test_undecodable_request_is_reported_as_rejected() -> None:
+    """A malformed infer body is 400 and reported to the server once, with its model and code."""
+    server = FakeServer()
+    async with _client(server) as client:
+        reply = await client.post("/v2/models/m/infer", content=b"{not json")
+    assert reply.status_code == 400
+    assert server.rejected == [("m", "rest", "INVALID_ARGUMENT")]
+    assert not server.called.is_set()

@@ -95,6 +95,17 @@ async def test_unknown_model_is_not_found_with_unknown_label() -> None:
     assert not backend.calls
 
 
+async def test_rejected_request_is_counted_under_bounded_labels() -> None:
+    """A listener's refusal counts under the route's labels; an unrouted name counts as "_unknown"."""
+    plane, _, backend, metrics = make_plane()
+    plane.observe_rejected("cnn", RequestContext("rest"), InvalidRequest("bad tensor"))
+    plane.observe_rejected("scanner-probe", RequestContext("grpc"), InvalidRequest("bad tensor"))
+    assert requests_total(metrics, protocol="rest", code="INVALID_ARGUMENT") == 1
+    unknown = {"model": "_unknown", "backend": "", "protocol": "grpc", "code": "INVALID_ARGUMENT"}
+    assert requests_total(metrics, **unknown) == 1
+    assert not backend.calls
+
+
 async def test_version_label_is_the_configured_route_version() -> None:
     """A pinned route labels with its version; an any-version route labels "" whatever the client asked."""
     routes = (Route("cnn", "", "jax", "double"), Route("cnn", "2", "jax", "double"))

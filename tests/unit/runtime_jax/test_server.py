@@ -189,6 +189,22 @@ async def test_transfer_bytes_counted_for_resolved_models(server: JaxInferenceSe
     assert sample(server, "jax_runtime_transfer_bytes_total", {"model": "cnn", "direction": "out"}) == 40
 
 
+async def test_rejected_requests_counted_with_bounded_model_label(server: JaxInferenceServer) -> None:
+    """A listener's refusal counts under a served model's name, and under "" for any other name."""
+    server.observe_rejected("cnn", ctx(), InvalidRequest("bad"))
+    server.observe_rejected("no-such-model-42", ctx(), InvalidRequest("bad"))
+    assert (
+        sample(
+            server, "jax_runtime_requests_total", {"model": "cnn", "version": "", "code": "INVALID_ARGUMENT"}
+        )
+        == 1
+    )
+    assert (
+        sample(server, "jax_runtime_requests_total", {"model": "", "version": "", "code": "INVALID_ARGUMENT"})
+        == 1
+    )
+
+
 def _scale_bf16(params: Any, x: Any) -> Any:
     return x * params["scale"]
 
