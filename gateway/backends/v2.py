@@ -159,6 +159,9 @@ class _GrpcTransport:
             ("grpc.keepalive_time_ms", _KEEPALIVE_TIME_MS),
             ("grpc.keepalive_timeout_ms", _KEEPALIVE_TIMEOUT_MS),
             ("grpc.keepalive_permit_without_calls", 0),
+            # An endpoint may be a DNS name with several addresses (a Kubernetes headless Service):
+            # spread calls over all of them rather than gRPC's default of the first that connects.
+            ("grpc.lb_policy_name", "round_robin"),
         ]
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, inference_pb2_grpc.GRPCInferenceServiceStub] = {}

@@ -70,6 +70,10 @@ async def start_grpc_server(
         ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        # Clients reconnect every few minutes (in-flight calls get the grace to finish), which makes
+        # them re-resolve DNS: new replicas behind a headless Service start taking traffic.
+        ("grpc.max_connection_age_ms", 300_000),
+        ("grpc.max_connection_age_grace_ms", 30_000),
     ]
     grpc_server = grpc.aio.server(options=options)
     inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(server), grpc_server)
