@@ -25,6 +25,7 @@ from gateway.errors import (
     DeadlineExceeded,
     ErrorCode,
     GatewayError,
+    ModelNotFound,
     Unimplemented,
 )
 from gateway.metrics import OK, UNKNOWN_MODEL, GatewayMetrics
@@ -112,7 +113,7 @@ class DataPlane:
         """
         route = self._router.match(name, version)
         cluster = self._clusters[route.backend]
-        with self._internal_errors():
+        with self._internal_errors(name, version):
             try:
                 async with asyncio.timeout(cluster.timeout_s):
                     return await cluster.backend.model_ready(
@@ -132,7 +133,7 @@ class DataPlane:
         """
         route = self._router.match(name, version)
         cluster = self._clusters[route.backend]
-        with self._internal_errors():
+        with self._internal_errors(name, version):
             async with asyncio.timeout(cluster.timeout_s):
                 metadata = await self._cached_metadata(route, version, cluster)
         if metadata is None:
@@ -147,7 +148,7 @@ class DataPlane:
         """
         route = self._router.match(name, version)
         cluster = self._clusters[route.backend]
-        with self._internal_errors():
+        with self._internal_errors(name, version):
             async with asyncio.timeout(cluster.timeout_s):
                 config = await cluster.backend.model_config(
                     route.backend_model, version, cluster.pick().address
@@ -210,6 +211,9 @@ class DataPlane:
             return response
         except GatewayError as exc:
             code = exc.code.name
+            if exc.code is ErrorCode.NOT_FOUND and backend:
+                # The backend's message names its own model name; answer in the client's terms.
+                raise ModelNotFound(request.model_name, request.model_version) from None
             raise
         except TimeoutError:
             code = _DEADLINE
@@ -296,11 +300,14 @@ class DataPlane:
             task.exception()  # retrieved: the waiters got it; no "never retrieved" warning
 
     @contextlib.contextmanager
-    def _internal_errors(self) -> Iterator[None]:
-        """Pass `GatewayError`s, turn timeouts into DEADLINE_EXCEEDED and anything else into INTERNAL."""
+    def _internal_errors(self, model: str, version: str) -> Iterator[None]:
+        """Pass `GatewayError`s (NOT_FOUND in the client's terms), timeouts become DEADLINE_EXCEEDED and
+        anything else INTERNAL."""
         try:
             yield
-        except GatewayError:
+        except GatewayError as exc:
+            if exc.code is ErrorCode.NOT_FOUND:
+                raise ModelNotFound(model, version) from None  # not the backend's name for it
             raise
         except TimeoutError:
             raise DeadlineExceeded("the backend did not answer within its timeout") from None

@@ -106,6 +106,19 @@ async def test_rejected_request_is_counted_under_bounded_labels() -> None:
     assert not backend.calls
 
 
+async def test_backend_not_found_is_answered_in_the_clients_terms() -> None:
+    """A backend's NOT_FOUND naming its own model ("double") reaches the client as its name ("cnn")."""
+    upstream = GatewayError("model 'double' version '7' is not served", code=ErrorCode.NOT_FOUND)
+    plane, _, _, _ = make_plane(FakeBackend(fail_with=upstream, metadata_error=upstream))
+    plane._validate = False  # reach infer itself
+    with pytest.raises(ModelNotFound) as info:
+        await plane.infer(fp32_request("cnn", version="7"), RequestContext("grpc"))
+    assert info.value.message == "model 'cnn' version '7' not found"
+    with pytest.raises(ModelNotFound) as info:
+        await plane.model_metadata("cnn", "7")
+    assert "double" not in info.value.message
+
+
 async def test_version_label_is_the_configured_route_version() -> None:
     """A pinned route labels with its version; an any-version route labels "" whatever the client asked."""
     routes = (Route("cnn", "", "jax", "double"), Route("cnn", "2", "jax", "double"))
