@@ -71,9 +71,14 @@ class Cluster:
         self._balancer = balancer if balancer is not None else PowerOfTwoChoices()
         self._metrics = metrics
 
-    def pick(self) -> Endpoint:
-        """The endpoint for the next call (the caller counts it in flight while the call runs)."""
-        return self._balancer.pick(self.endpoints)
+    def pick(self, excluding: Endpoint | None = None) -> Endpoint:
+        """The endpoint for the next call (the caller counts it in flight while the call runs).
+
+        `excluding` leaves out one endpoint (the one a retry is moving away from) when others exist.
+        """
+        if excluding is None or len(self.endpoints) < 2:
+            return self._balancer.pick(self.endpoints)
+        return self._balancer.pick([e for e in self.endpoints if e is not excluding])
 
     def has_healthy(self) -> bool:
         """Whether at least one endpoint passed its last probe and has not failed since."""

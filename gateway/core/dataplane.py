@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from gateway.core.cluster import Cluster
+from gateway.core.cluster import Cluster, Endpoint
 from gateway.core.routing import Route, Router
 from gateway.core.validation import validate_request
 from gateway.errors import (
@@ -194,18 +194,12 @@ class DataPlane:
                     metadata = await self._cached_metadata(route, request.model_version, cluster)
                     if metadata is not None:
                         validate_request(request, metadata)
-                endpoint = cluster.pick()
-                endpoint.in_flight += 1
                 request.model_name = route.backend_model
                 sent = self._clock()
                 try:
-                    response = await cluster.backend.infer(request, endpoint.address, deadline - sent)
-                except BackendUnavailable:
-                    cluster.eject(endpoint)
-                    raise
+                    response = await self._send(cluster, request, deadline)
                 finally:
                     backend_s = self._clock() - sent
-                    endpoint.in_flight -= 1
                     request.model_name = model  # the caller's request is left as it came
             response.model_name = model
             return response
@@ -236,6 +230,31 @@ class DataPlane:
                 total_s=self._clock() - received,
                 backend_s=backend_s,
             )
+
+    async def _send(self, cluster: Cluster, request: InferenceRequest, deadline: float) -> InferenceResponse:
+        """Call an endpoint; if it cannot be reached, eject it and try one other endpoint, once.
+
+        Retrying UNAVAILABLE is safe for inference (no side effects), and it hides a replica that just
+        died from clients until the health checks catch up. The retry shares the request's deadline.
+        """
+        failed: Endpoint | None = None
+        while True:
+            endpoint = cluster.pick(excluding=failed)
+            endpoint.in_flight += 1
+            try:
+                return await cluster.backend.infer(request, endpoint.address, deadline - self._clock())
+            except BackendUnavailable:
+                cluster.eject(endpoint)
+                if failed is not None or len(cluster.endpoints) < 2:
+                    raise
+                failed = endpoint
+                log.info(
+                    "backend '%s' endpoint %s unreachable; retrying on another",
+                    cluster.name,
+                    endpoint.address,
+                )
+            finally:
+                endpoint.in_flight -= 1
 
     def observe_rejected(self, model: str, context: RequestContext, error: GatewayError) -> None:
         """Count an infer call a listener refused, under the route's labels when the model is routed."""

@@ -13,6 +13,7 @@ from gateway.core.dataplane import DataPlane
 from gateway.core.routing import Route, Router
 from gateway.errors import (
     BackendError,
+    BackendUnavailable,
     DeadlineExceeded,
     ErrorCode,
     GatewayError,
@@ -173,17 +174,31 @@ async def test_backend_down_is_unavailable() -> None:
     assert request.model_name == "cnn"
 
 
-async def test_unreachable_endpoint_is_ejected_when_others_remain() -> None:
-    """A failed call ejects its endpoint at once, so the next request goes to a healthy one."""
+async def test_unreachable_endpoint_is_ejected_and_the_call_retried_elsewhere() -> None:
+    """A call to an unreachable endpoint ejects it and is retried once on another, so the client succeeds."""
     backend = FakeBackend(down={"a:1"})
-    plane, cluster, _, _ = make_plane(backend, endpoints=("a:1", "b:2"))
+    plane, cluster, _, metrics = make_plane(backend, endpoints=("a:1", "b:2"))
     plane._validate = False  # reach infer itself
     cluster.endpoints[1].in_flight = 1  # with two endpoints p2c draws both: a:1, less loaded, goes first
-    with pytest.raises(GatewayError):
-        await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    response = await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    assert response.outputs[0].data.tolist() == [[0, 2, 4]]
     assert [e.healthy for e in cluster.endpoints] == [False, True]
+    assert [e.in_flight for e in cluster.endpoints] == [0, 1]  # both attempts released their count
     await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
-    assert [c[3] for c in backend.calls if c[0] == "infer"] == ["a:1", "b:2"]
+    assert [c[3] for c in backend.calls if c[0] == "infer"] == ["a:1", "b:2", "b:2"]
+    assert requests_total(metrics) == 2
+
+
+async def test_every_endpoint_unreachable_is_unavailable_after_one_retry() -> None:
+    """With every endpoint down the request fails UNAVAILABLE after two attempts, never more."""
+    backend = FakeBackend(down={"a:1", "b:2", "c:3"})
+    plane, _, _, metrics = make_plane(backend, endpoints=("a:1", "b:2", "c:3"))
+    plane._validate = False
+    with pytest.raises(BackendUnavailable):
+        await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    attempts = [c[3] for c in backend.calls if c[0] == "infer"]
+    assert len(attempts) == 2 and attempts[0] != attempts[1]
+    assert requests_total(metrics, code="UNAVAILABLE") == 1
 
 
 async def test_backend_error_is_counted_with_its_code() -> None:
