@@ -267,14 +267,25 @@ def _bytes_from_list(name: str, data: list[Any], role: str) -> np.ndarray:
     return array
 
 
-def _flatten_strings(name: str, items: list[Any], out: list[bytes], role: str) -> None:
+def _flatten_strings(name: str, items: list[Any], out: list[bytes], role: str) -> tuple[int, ...]:
+    """Appends the strings of nested lists to `out` in row-major order; returns the nesting's shape.
+
+    Sibling lists must nest alike: ragged data is refused, as it is for numbers.
+    """
+    inner: tuple[int, ...] | None = None
     for item in items:
         if type(item) is str:
             out.append(item.encode("utf-8"))
+            shape: tuple[int, ...] = ()
         elif type(item) is list:
-            _flatten_strings(name, item, out, role)
+            shape = _flatten_strings(name, item, out, role)
         else:
             raise InvalidRequest(f"{role} '{name}': BYTES data must be strings, got {_json_type(item)}")
+        if inner is None:
+            inner = shape
+        elif shape != inner:
+            raise InvalidRequest(f"{role} '{name}': 'data' is ragged (nested lists of different lengths)")
+    return (len(items), *(inner or ()))
 
 
 def _split_bytes(
