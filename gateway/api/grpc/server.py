@@ -23,7 +23,7 @@ SERVICE_NAME = "inference.GRPCInferenceService"
 HEALTH_POLL_S = 1.0
 
 # Health-tracking task per started server, cancelled by `stop_grpc_server`.
-_health_tasks: dict[int, asyncio.Task[None]] = {}
+_health_tasks: dict[int, tuple[asyncio.Task[None], health.aio.HealthServicer]] = {}
 
 
 def _reflection_pool() -> descriptor_pool.DescriptorPool:
@@ -90,15 +90,18 @@ async def start_grpc_server(
         raise OSError(f"cannot bind the gRPC listener on {target} (address in use or unavailable)") from None
     await grpc_server.start()
     task = asyncio.get_running_loop().create_task(_track_health(server, health_servicer))
-    _health_tasks[id(grpc_server)] = task
+    _health_tasks[id(grpc_server)] = (task, health_servicer)
     return grpc_server
 
 
 async def stop_grpc_server(grpc_server: grpc.aio.Server, grace_s: float = 5.0) -> None:
-    """Stop accepting calls, let in-flight ones finish for up to `grace_s`, stop health tracking."""
-    task = _health_tasks.pop(id(grpc_server), None)
-    if task is not None:
+    """Report NOT_SERVING, stop accepting calls, and let in-flight ones finish for up to `grace_s`."""
+    tracked = _health_tasks.pop(id(grpc_server), None)
+    if tracked is not None:
+        task, health_servicer = tracked
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        # Health watchers (load balancers, Kubernetes gRPC probes) see the drain before the port closes.
+        await health_servicer.enter_graceful_shutdown()
     await grpc_server.stop(grace_s)

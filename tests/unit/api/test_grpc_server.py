@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import grpc
@@ -85,3 +86,30 @@ async def test_undecodable_grpc_request_is_reported_as_rejected() -> None:
         await stop_grpc_server(server, 0)
         held.close()
     assert fake.rejected == [("m", "grpc", "INVALID_ARGUMENT")]
+
+
+async def test_health_reports_not_serving_when_the_server_stops() -> None:
+    """A health watcher sees SERVING, then NOT_SERVING once stop begins (before the port closes)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    held = bind_socket("127.0.0.1", 0, reuse_port=True)
+    port = held.getsockname()[1]
+    server = await start_grpc_server(FakeServer(), "127.0.0.1", port, reuse_port=True)
+    seen: list[int] = []
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+            async for update in watch:
+                seen.append(update.status)
+                if update.status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+            stopping = asyncio.create_task(stop_grpc_server(server, 1.0))
+            async for update in watch:
+                seen.append(update.status)
+                if update.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    break
+            await stopping
+    finally:
+        held.close()
+    assert seen[-1] == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert health_pb2.HealthCheckResponse.SERVING in seen
