@@ -18,55 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.api.rest.app import create_app
-from gateway.types import (
-    InferenceRequest,
-    InferenceResponse,
-    ModelConfig,
-    ModelMetadata,
-    RequestContext,
-    ServerMetadata,
-    Tensor,
-)
+from tests.unit.api.fakes import FakeServer  # the unit tests' stub InferenceServer: answers at once
 
 BODY = orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, 2]}]})
-
-
-class EchoServer:
-    """Answers every inference with its first input; nothing else is called by this benchmark."""
-
-    async def infer(self, request: InferenceRequest, context: RequestContext) -> InferenceResponse:
-        x = request.inputs[0]
-        return InferenceResponse(request.model_name, [Tensor("y", x.datatype, x.shape, np.asarray(x.data))])
-
-    def observe_transfer(self, context: RequestContext, bytes_in: int, bytes_out: int) -> None:
-        pass
-
-    def observe_rejected(self, model: str, context: RequestContext, error: Any) -> None:
-        pass
-
-    async def live(self) -> bool:
-        return True
-
-    async def ready(self) -> bool:
-        return True
-
-    async def server_metadata(self) -> ServerMetadata:
-        raise NotImplementedError
-
-    async def model_ready(self, name: str, version: str = "") -> bool:
-        return True
-
-    async def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
-        raise NotImplementedError
-
-    async def model_config(self, name: str, version: str = "") -> ModelConfig:
-        raise NotImplementedError
 
 
 async def _one(app: Any) -> None:
@@ -93,7 +52,7 @@ async def _one(app: Any) -> None:
 
 
 async def main(requests: int) -> None:
-    app = create_app(EchoServer())
+    app = create_app(FakeServer())
     for _ in range(500):
         await _one(app)
     start = time.perf_counter()

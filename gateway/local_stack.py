@@ -73,10 +73,6 @@ class ManagedProcess:
         tail = "".join(self.output[-40:])
         raise RuntimeError(f"{self.name} did not become ready (exit code {self.proc.returncode}):\n{tail}")
 
-    def drain(self, echo: bool = False) -> None:
-        """After `start`: whether the output, still read in the background, is passed through to ours."""
-        self._echo = echo
-
     def _read_output(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         for line in self.proc.stdout:
@@ -117,7 +113,14 @@ class StackPorts:
 
     @classmethod
     def ephemeral(cls) -> StackPorts:
-        return cls(*(["127.0.0.1"] + [free_port() for _ in range(6)]))  # type: ignore[arg-type]
+        return cls(
+            gateway_rest=free_port(),
+            gateway_grpc=free_port(),
+            gateway_metrics=free_port(),
+            runtime_http=free_port(),
+            runtime_grpc=free_port(),
+            runtime_metrics=free_port(),
+        )
 
 
 EXAMPLE_MODELS = ("cnn", "transformer")
@@ -198,7 +201,6 @@ class LocalStack:
             ready_prefix="jax-runtime ready",
         )
         self.runtime.start(echo=self.echo)
-        self.runtime.drain(echo=self.echo)
         config = gateway_config(p, self.models)
         config["listeners"]["workers"] = self.gateway_workers  # type: ignore[index]
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -212,7 +214,6 @@ class LocalStack:
         except BaseException:
             self.runtime.stop()
             raise
-        self.gateway.drain(echo=self.echo)
         return self
 
     def stop(self) -> None:

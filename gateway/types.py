@@ -109,15 +109,14 @@ class ServerMetadata:
 class RequestContext:
     """What a listener knows about a call that the core needs: the transport and the client's deadline.
 
-    `deadline` is an absolute `time.monotonic()` value or None. `request_bytes` is the size of the request
-    as received on the wire; `received_at` the `time.monotonic()` at which the listener had it whole,
-    before decoding, so the gateway's own time counts the listener's decoding too. The DataPlane fills
-    `model_label` / `version_label` with the bounded metric labels it resolved.
+    `deadline` is an absolute `time.monotonic()` value or None; `received_at` the `time.monotonic()` at
+    which the listener had the request whole, before decoding, so the gateway's own time counts the
+    listener's decoding too. The DataPlane fills `model_label` / `version_label` with the bounded
+    metric labels it resolved.
     """
 
     protocol: str
     deadline: float | None = None
-    request_bytes: int = 0
     received_at: float | None = None
     model_label: str = ""
     version_label: str = ""

@@ -103,7 +103,7 @@ class GatewayMetrics:
             # With several workers, each probes on its own: the endpoint counts as up if any sees it up.
             multiprocess_mode="livemax",
         )
-        self._requests: dict[tuple[str, str, str, str, str], Counter] = {}
+        self._requests: dict[tuple[str, ...], Counter] = {}
         self._durations: dict[tuple[str, str, str], tuple[Histogram, Histogram, Histogram]] = {}
         self._in_flight: dict[str, Gauge] = {}
         self._bytes: dict[tuple[str, str], tuple[Counter, Counter]] = {}
@@ -137,11 +137,7 @@ class GatewayMetrics:
             total_s: Seconds the whole request took in the DataPlane.
             backend_s: Seconds of the backend round trip; None when no backend call was made.
         """
-        key = (model, version, backend, protocol, code)
-        counter = self._requests.get(key)
-        if counter is None:
-            counter = self._requests[key] = self.requests.labels(*key)
-        counter.inc()
+        self._count(model, version, backend, protocol, code)
         dkey = (model, backend, protocol)
         children = self._durations.get(dkey)
         if children is None:
@@ -158,7 +154,9 @@ class GatewayMetrics:
 
     def observe_rejected(self, *, model: str, version: str, backend: str, protocol: str, code: str) -> None:
         """Count a request a listener refused before it reached the DataPlane (no latency to record)."""
-        key = (model, version, backend, protocol, code)
+        self._count(model, version, backend, protocol, code)
+
+    def _count(self, *key: str) -> None:
         counter = self._requests.get(key)
         if counter is None:
             counter = self._requests[key] = self.requests.labels(*key)

@@ -109,7 +109,6 @@ def gateway_with_dead_backend(tmp_path: Path) -> Iterator[tuple[str, str]]:
         "gateway", [sys.executable, "-m", "gateway", "serve", "--config", str(path)], "gateway ready"
     )
     proc.start(timeout_s=60, echo=False)
-    proc.drain()
     try:
         yield f"127.0.0.1:{rest}", f"127.0.0.1:{grpc_port}"
     finally:

@@ -36,7 +36,6 @@ def two_worker_gateway(stack: LocalStack, tmp_path: Path) -> Iterator[tuple[Stac
     argv = [sys.executable, "-m", "gateway", "serve", "--config", str(path)]
     proc = ManagedProcess("gateway-2w", argv, "gateway ready")
     proc.start(timeout_s=120, echo=False)
-    proc.drain()
     assert proc.proc is not None
     try:
         yield ports, proc.proc.pid

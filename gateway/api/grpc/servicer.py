@@ -89,9 +89,7 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ModelInferResponse:
-        call_context = RequestContext(
-            protocol="grpc", request_bytes=request.ByteSize(), received_at=time.monotonic()
-        )
+        call_context = RequestContext(protocol="grpc", received_at=time.monotonic())
         try:
             inference_request = codec.request_from_proto(request)
             call_context.deadline = deadline_from(inference_request.parameters, context.time_remaining())
@@ -101,5 +99,5 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         response = codec.response_to_proto(
             await self._server.infer(inference_request, call_context), inference_request
         )
-        self._server.observe_transfer(call_context, call_context.request_bytes, response.ByteSize())
+        self._server.observe_transfer(call_context, request.ByteSize(), response.ByteSize())
         return response

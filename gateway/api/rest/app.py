@@ -154,7 +154,7 @@ def create_app(server: InferenceServer, *, max_request_bytes: int = DEFAULT_MAX_
         context = RequestContext(protocol="rest")
         try:
             wire = await _read_body(request, max_request_bytes)
-            context.received_at, context.request_bytes = time.monotonic(), len(wire)
+            context.received_at = time.monotonic()
             body = _decoded(wire, request.headers.get("content-encoding"), max_request_bytes)
             header_length = _header_length(request)
             inference_request = codec.decode_infer_request(body, header_length, model, version)
@@ -168,7 +168,7 @@ def create_app(server: InferenceServer, *, max_request_bytes: int = DEFAULT_MAX_
             raise
         response = await server.infer(inference_request, context)
         payload, json_length = codec.encode_infer_response(response, inference_request)
-        server.observe_transfer(context, context.request_bytes, len(payload))
+        server.observe_transfer(context, len(wire), len(payload))
         if json_length is None:
             return Response(payload, media_type=JSON)
         return Response(payload, media_type=BINARY, headers={HEADER_LENGTH: str(json_length)})
