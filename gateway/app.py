@@ -19,7 +19,6 @@ long-lived gRPC connections may land on the same worker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import multiprocessing
@@ -32,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import uvicorn
@@ -40,6 +39,7 @@ from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
 from gateway.api.grpc.server import start_grpc_server, stop_grpc_server
 from gateway.api.rest.app import create_app
+from gateway.api.serving import RestServer, bind_socket, run_in_loop, start_rest_server
 from gateway.backends import Backend, build_backend
 from gateway.core.cluster import Cluster
 from gateway.core.dataplane import DataPlane
@@ -56,21 +56,6 @@ _WORKER_READY_TIMEOUT_S = 120.0
 def address(host: str, port: int) -> str:
     """`host:port`, bracketing IPv6 hosts."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
-    """A TCP socket bound (not listening) to host:port; SO_REUSEPORT lets other processes bind it too."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def build_dataplane(
@@ -92,14 +77,6 @@ def build_dataplane(
             metrics=metrics,
         )
     return DataPlane(Router.from_settings(settings), clusters, metrics), clusters, backends
-
-
-class _RestServer(uvicorn.Server):
-    """uvicorn without its own signal handling: `run` owns SIGINT/SIGTERM for all listeners."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 async def run(
@@ -132,7 +109,7 @@ async def run(
     metrics = GatewayMetrics()
     dataplane, clusters, backends = build_dataplane(settings, metrics)
     health_tasks: list[asyncio.Task[None]] = []
-    rest: _RestServer | None = None
+    rest: RestServer | None = None
     rest_task: asyncio.Task[None] | None = None
     grpc_server: Any = None
     reservations: list[socket.socket] = []
@@ -155,13 +132,7 @@ async def run(
             server_header=False,
             timeout_graceful_shutdown=math.ceil(grace),
         )
-        rest = _RestServer(config)
-        rest_task = loop.create_task(rest.serve(sockets=[rest_sock]), name="rest")
-        while not rest.started:
-            if rest_task.done():
-                await rest_task
-                raise RuntimeError("the REST listener stopped during start-up")
-            await asyncio.sleep(0.005)
+        rest, rest_task = await start_rest_server(config, rest_sock)
 
         grpc_port = listeners.grpc.port
         grpc_reuse = reuse_port
@@ -206,7 +177,7 @@ async def run(
 
 
 async def _shutdown(
-    rest: _RestServer | None,
+    rest: RestServer | None,
     rest_task: asyncio.Task[None] | None,
     grpc_server: Any,
     grace: float,
@@ -249,18 +220,6 @@ def _ready_line(
         f"{READY_PREFIX} rest={address(rest.host, rest_port)} grpc={address(grpc.host, grpc_port)} "
         f"metrics={address(metrics.host, metrics_port)}"
     )
-
-
-def run_in_loop(main: Coroutine[Any, Any, None]) -> None:
-    """Run a coroutine to completion in a fresh uvloop event loop (asyncio's own if uvloop is missing)."""
-    try:
-        import uvloop
-
-        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every platform we deploy to
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main)
 
 
 def serve(settings: GatewaySettings) -> int:

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -93,9 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from runtimes.jax.compiled import enable_compilation_cache
 
         enable_compilation_cache(options.compilation_cache)  # before anything compiles
+    from gateway.api.serving import run_in_loop
+
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(serve(options))
+        run_in_loop(serve(options))
     except OSError as exc:  # a port in use, mostly: say so in one line, not a traceback
         _log.error("cannot serve: %s", exc)
         return 1
@@ -111,6 +111,7 @@ async def serve(options: ServeOptions) -> None:
     # The listeners come from the gateway package: the same, once-tested OIP code serves both processes.
     from gateway.api.grpc.server import start_grpc_server, stop_grpc_server
     from gateway.api.rest.app import create_app
+    from gateway.api.serving import bind_socket, start_rest_server
     from runtimes.jax.compiled import make_loader
     from runtimes.jax.manager import ModelManager
     from runtimes.jax.metrics import RuntimeMetrics
@@ -132,46 +133,31 @@ async def serve(options: ServeOptions) -> None:
                 return
             server = JaxInferenceServer(manager, metrics)
             # Bound here rather than by uvicorn, so a port in use is an OSError we report, not its exit.
-            http_socket = cleanup.enter_context(_bind(options.host, options.http_port))
+            http_socket = cleanup.enter_context(bind_socket(options.host, options.http_port))
             metrics_server, _ = start_http_server(
                 options.metrics_port, addr=options.host, registry=metrics.registry
             )
             cleanup.callback(metrics_server.shutdown)
+            grpc_server = await start_grpc_server(server, options.host, options.grpc_port)
             try:
-                grpc_server = await start_grpc_server(server, options.host, options.grpc_port)
-            except RuntimeError as exc:  # grpc's type for "cannot bind"
-                raise OSError(f"gRPC listener on {options.host}:{options.grpc_port}: {exc}") from None
-            http = _Uvicorn(
-                uvicorn.Config(
-                    create_app(server),
-                    host=options.host,
-                    port=options.http_port,
-                    loop="uvloop",
-                    log_level="warning",
+                http, http_task = await start_rest_server(
+                    uvicorn.Config(create_app(server), loop="uvloop", log_level="warning"), http_socket
                 )
-            )
-            http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
+            except BaseException:
+                await stop_grpc_server(grpc_server, 0)
+                raise
             try:
-                # uvicorn exposes startup only as the `started` flag, so poll it.
-                while not http.started and not http_task.done():  # noqa: ASYNC110
-                    await asyncio.sleep(0.01)
-                if http.started:
-                    h = options.host
-                    print(
-                        f"jax-runtime ready http={h}:{options.http_port} grpc={h}:{options.grpc_port} "
-                        f"metrics={h}:{options.metrics_port}",
-                        flush=True,
-                    )
-                    await _until_stopped(asyncio.shield(http_task), stop)
+                h = options.host
+                print(
+                    f"jax-runtime ready http={h}:{options.http_port} grpc={h}:{options.grpc_port} "
+                    f"metrics={h}:{options.metrics_port}",
+                    flush=True,
+                )
+                await _until_stopped(asyncio.shield(http_task), stop)
             finally:
                 _log.info("shutting down: refusing new requests, finishing those in flight")
                 http.should_exit = True
                 await asyncio.gather(stop_grpc_server(grpc_server, _GRACE_S), http_task)
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=2048)
 
 
 async def _until_stopped(work: Any, stop: asyncio.Event) -> bool:
@@ -206,19 +192,3 @@ def _policy(text: str) -> VersionPolicy:
         return VersionPolicy.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _loop_factory() -> Any:
-    try:
-        import uvloop
-    except ImportError:  # uvloop is not built for every platform; asyncio's loop works, only slower
-        return None
-    return uvloop.new_event_loop
-
-
-class _Uvicorn(uvicorn.Server):
-    """uvicorn's server without its own signal handlers: `serve` handles them for all the listeners."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield

@@ -10,7 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
-from gateway.app import bind_socket, run
+from gateway.api.serving import bind_socket
+from gateway.app import run
 from gateway.codecs.v2.protobuf import request_to_proto, response_from_proto
 from gateway.proto import inference_pb2_grpc
 from gateway.settings import GatewaySettings

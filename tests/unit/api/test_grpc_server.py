@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gateway.api.grpc.server import start_grpc_server, stop_grpc_server
-from gateway.app import bind_socket
+from gateway.api.serving import bind_socket
 from gateway.codecs.v2.protobuf import request_to_proto, response_from_proto
 from gateway.proto import inference_pb2 as pb
 from gateway.proto import inference_pb2_grpc
