@@ -10,6 +10,7 @@ and `tritonclient` live in one process (tests, benchmarks, a user's app).
 
 from __future__ import annotations
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -36,6 +37,8 @@ def main() -> int:
         ],
         cwd=ROOT,
         check=True,
+        # protoc finds the mypy plugins on PATH: those installed beside this interpreter (a venv's bin).
+        env={**os.environ, "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
     )
     pb2 = ROOT / "gateway/proto/inference_pb2.py"
     text = pb2.read_text()

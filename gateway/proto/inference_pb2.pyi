@@ -4,8 +4,8 @@ isort:skip_file
 The Open Inference Protocol (KServe v2) gRPC service, written for this project from the published
 specification. Package and message names, and field numbers, are those of the protocol so that any
 OIP client (tritonclient, KServe, MLServer) talks to us unchanged. Beyond the six OIP calls it carries
-the Triton `ModelConfig` call with the subset of Triton's model configuration we fill in; field numbers
-follow Triton's `model_config.proto`, so Triton's own stubs decode our answers.
+two of Triton's: `ModelConfig`, with the subset of Triton's model configuration we fill in (field numbers
+follow Triton's `model_config.proto`, so Triton's own stubs decode our answers), and `ModelStreamInfer`.
 """
 
 from collections import abc as _abc
@@ -650,6 +650,29 @@ class ModelInferResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelInferResponse: _TypeAlias = ModelInferResponse  # noqa: Y015
+
+@_typing.final
+class ModelStreamInferResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    INFER_RESPONSE_FIELD_NUMBER: _builtins.int
+    error_message: _builtins.str
+    @_builtins.property
+    def infer_response(self) -> Global___ModelInferResponse: ...
+    def __init__(
+        self,
+        *,
+        error_message: _builtins.str = ...,
+        infer_response: Global___ModelInferResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["infer_response", b"infer_response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_message", b"error_message", "infer_response", b"infer_response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelStreamInferResponse: _TypeAlias = ModelStreamInferResponse  # noqa: Y015
 
 @_typing.final
 class ModelInput(_message.Message):

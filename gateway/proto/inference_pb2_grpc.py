@@ -69,6 +69,11 @@ class GRPCInferenceServiceStub:
                 request_serializer=gateway_dot_proto_dot_inference__pb2.ModelConfigRequest.SerializeToString,
                 response_deserializer=gateway_dot_proto_dot_inference__pb2.ModelConfigResponse.FromString,
                 _registered_method=True)
+        self.ModelStreamInfer = channel.stream_stream(
+                '/inference.GRPCInferenceService/ModelStreamInfer',
+                request_serializer=gateway_dot_proto_dot_inference__pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=gateway_dot_proto_dot_inference__pb2.ModelStreamInferResponse.FromString,
+                _registered_method=True)
 
 
 class GRPCInferenceServiceServicer:
@@ -116,6 +121,15 @@ class GRPCInferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModelStreamInfer(self, request_iterator, context):
+        """Triton's bidirectional streaming inference: each request message gets one response message (in
+        completion order, carrying the request's id); a failed request answers `error_message` and the stream
+        stays open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +167,11 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     servicer.ModelConfig,
                     request_deserializer=gateway_dot_proto_dot_inference__pb2.ModelConfigRequest.FromString,
                     response_serializer=gateway_dot_proto_dot_inference__pb2.ModelConfigResponse.SerializeToString,
+            ),
+            'ModelStreamInfer': grpc.stream_stream_rpc_method_handler(
+                    servicer.ModelStreamInfer,
+                    request_deserializer=gateway_dot_proto_dot_inference__pb2.ModelInferRequest.FromString,
+                    response_serializer=gateway_dot_proto_dot_inference__pb2.ModelStreamInferResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -344,6 +363,33 @@ class GRPCInferenceService:
             '/inference.GRPCInferenceService/ModelConfig',
             gateway_dot_proto_dot_inference__pb2.ModelConfigRequest.SerializeToString,
             gateway_dot_proto_dot_inference__pb2.ModelConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelStreamInfer(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/inference.GRPCInferenceService/ModelStreamInfer',
+            gateway_dot_proto_dot_inference__pb2.ModelInferRequest.SerializeToString,
+            gateway_dot_proto_dot_inference__pb2.ModelStreamInferResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,8 +4,8 @@ isort:skip_file
 The Open Inference Protocol (KServe v2) gRPC service, written for this project from the published
 specification. Package and message names, and field numbers, are those of the protocol so that any
 OIP client (tritonclient, KServe, MLServer) talks to us unchanged. Beyond the six OIP calls it carries
-the Triton `ModelConfig` call with the subset of Triton's model configuration we fill in; field numbers
-follow Triton's `model_config.proto`, so Triton's own stubs decode our answers.
+two of Triton's: `ModelConfig`, with the subset of Triton's model configuration we fill in (field numbers
+follow Triton's `model_config.proto`, so Triton's own stubs decode our answers), and `ModelStreamInfer`.
 """
 
 from collections import abc as _abc
@@ -43,6 +43,11 @@ class GRPCInferenceServiceStub:
     ModelMetadata: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ModelMetadataRequest, _inference_pb2.ModelMetadataResponse]
     ModelInfer: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ModelInferRequest, _inference_pb2.ModelInferResponse]
     ModelConfig: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ModelConfigRequest, _inference_pb2.ModelConfigResponse]
+    ModelStreamInfer: _grpc.StreamStreamMultiCallable[_inference_pb2.ModelInferRequest, _inference_pb2.ModelStreamInferResponse]
+    """Triton's bidirectional streaming inference: each request message gets one response message (in
+    completion order, carrying the request's id); a failed request answers `error_message` and the stream
+    stays open.
+    """
 
 @_typing.type_check_only
 class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
@@ -54,6 +59,11 @@ class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
     ModelMetadata: _aio.UnaryUnaryMultiCallable[_inference_pb2.ModelMetadataRequest, _inference_pb2.ModelMetadataResponse]  # type: ignore[assignment]
     ModelInfer: _aio.UnaryUnaryMultiCallable[_inference_pb2.ModelInferRequest, _inference_pb2.ModelInferResponse]  # type: ignore[assignment]
     ModelConfig: _aio.UnaryUnaryMultiCallable[_inference_pb2.ModelConfigRequest, _inference_pb2.ModelConfigResponse]  # type: ignore[assignment]
+    ModelStreamInfer: _aio.StreamStreamMultiCallable[_inference_pb2.ModelInferRequest, _inference_pb2.ModelStreamInferResponse]  # type: ignore[assignment]
+    """Triton's bidirectional streaming inference: each request message gets one response message (in
+    completion order, carrying the request's id); a failed request answers `error_message` and the stream
+    stays open.
+    """
 
 class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -104,5 +114,16 @@ class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _inference_pb2.ModelConfigRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_inference_pb2.ModelConfigResponse, _abc.Awaitable[_inference_pb2.ModelConfigResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ModelStreamInfer(
+        self,
+        request_iterator: _MaybeAsyncIterator[_inference_pb2.ModelInferRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_inference_pb2.ModelStreamInferResponse], _abc.AsyncIterator[_inference_pb2.ModelStreamInferResponse]]:
+        """Triton's bidirectional streaming inference: each request message gets one response message (in
+        completion order, carrying the request's id); a failed request answers `error_message` and the stream
+        stays open.
+        """
 
 def add_GRPCInferenceServiceServicer_to_server(servicer: GRPCInferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -66,11 +66,12 @@ class DynamicBatcher:
     1. `submit` appends the request to a FIFO queue. A request of more than `max_batch_size` rows is
        SPLIT into chunks of at most that many, queued back to back, and its outputs concatenated:
        clients need not know the server's limit.
-    2. The dispatcher waits for a queued request, then for a free replica slot. Each replica has
-       `depth` slots (default 2): one batch running on its worker thread and the next already formed
-       and waiting behind it, so the device never idles while the event loop catches up. Slots are
-       handed out in the order they were freed: round-robin across replicas under load, least-busy
-       when their speeds differ.
+    2. The dispatcher waits for a queued request, then for a free runner slot. A runner is one model
+       instance with its own worker thread: a replica on a device, or one of several instances that
+       share it (`instances_per_device`). Each runner has `depth` slots: with depth 2 (the default),
+       one batch runs and the next is already formed behind it, so the device never idles while the
+       event loop catches up. Slots are handed out in the order they were freed: round-robin across
+       runners under load, least-busy when their speeds differ.
     3. Holding a slot, it waits until the queue holds `max_batch_size` rows or the oldest request has
        waited `max_queue_delay_ms`, whichever is first. Time spent waiting for a slot counts toward
        the delay, so a loaded server adds no delay on top of its queueing.

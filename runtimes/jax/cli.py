@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     examples.add_argument("directory", type=Path, help="the model repository to write into")
     examples.add_argument("--version", type=int, default=1, help="version number to write (default 1)")
     examples.add_argument("--max-batch-size", type=int, default=8, help="largest batch bucket (default 8)")
+    examples.add_argument(
+        "--instances-per-device", type=int, default=1, help="batches run at once per device (default 1)"
+    )
     return parser
 
 
@@ -74,7 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from runtimes.jax.examples import export_examples
 
         for path in export_examples(
-            args.directory, version=args.version, max_batch_size=args.max_batch_size, overwrite=True
+            args.directory,
+            version=args.version,
+            max_batch_size=args.max_batch_size,
+            instances_per_device=args.instances_per_device,
+            overwrite=True,
         ):
             print(path)
         return 0

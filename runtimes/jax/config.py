@@ -88,6 +88,10 @@ class ModelVersionConfig:
     outputs: tuple[TensorSpec, ...]
     batching: BatchingConfig
     platform: str = PLATFORM
+    # Batches run at once on each device (Triton's instance_group count). Two help where one execution
+    # leaves the device partly idle: XLA:CPU rarely keeps every core busy on a small model, and on an
+    # accelerator one batch's host transfers overlap another's compute. They share the weights.
+    instances_per_device: int = 1
     # Informational: which jax wrote the artifact and for which platforms it was lowered.
     exported_with: Mapping[str, Any] = field(default_factory=dict)
 
@@ -97,6 +101,7 @@ class ModelVersionConfig:
             "inputs": [t.to_json() for t in self.inputs],
             "outputs": [t.to_json() for t in self.outputs],
             "batching": self.batching.to_json(),
+            "instances_per_device": self.instances_per_device,
             "exported_with": dict(self.exported_with),
         }
 
@@ -120,7 +125,7 @@ class ModelVersionConfig:
     @classmethod
     def from_json(cls, data: Any, *, source: str = "config") -> ModelVersionConfig:
         obj = _Obj(data, source)
-        obj.only({"platform", "inputs", "outputs", "batching", "exported_with"})
+        obj.only({"platform", "inputs", "outputs", "batching", "instances_per_device", "exported_with"})
         platform = obj.get("platform", str, PLATFORM)
         if platform != PLATFORM:
             raise ConfigError(f"{source}: 'platform' must be '{PLATFORM}', not '{platform}'")
@@ -130,8 +135,13 @@ class ModelVersionConfig:
         if len(set(names)) != len(names):
             raise ConfigError(f"{source}: input and output names must be unique, got {names}")
         batching = _batching(_Obj(obj.require("batching", dict), f"{source}: batching"))
+        instances = obj.get("instances_per_device", int, 1)
+        if instances < 1:
+            raise ConfigError(f"{source}: 'instances_per_device' must be >= 1")
         exported_with = obj.get("exported_with", dict, {})
-        return cls(inputs, outputs, batching, platform, exported_with)
+        return cls(
+            inputs, outputs, batching, platform, instances_per_device=instances, exported_with=exported_with
+        )
 
 
 class _Obj:

@@ -155,6 +155,7 @@ def export_examples(
     version: int = 1,
     max_batch_size: int = 8,
     max_queue_delay_ms: float = 2.0,
+    instances_per_device: int = 1,
     overwrite: bool = False,
 ) -> list[Path]:
     """Exports every example model into the model repository `root` as `<root>/<name>/<version>/`."""
@@ -171,6 +172,7 @@ def export_examples(
                 output_names=model.output_names,
                 max_batch_size=max_batch_size,
                 max_queue_delay_ms=max_queue_delay_ms,
+                instances_per_device=instances_per_device,
                 overwrite=overwrite,
             )
         )

@@ -54,6 +54,7 @@ def export(
     max_batch_size: int = 8,
     batch_buckets: Sequence[int] | None = None,
     max_queue_delay_ms: float = DEFAULT_MAX_QUEUE_DELAY_MS,
+    instances_per_device: int = 1,
     platforms: Sequence[str] | None = DEFAULT_PLATFORMS,
     overwrite: bool = False,
 ) -> Path:
@@ -88,6 +89,7 @@ def export(
         batch_buckets: Batch sizes to compile, increasing, ending at `max_batch_size`; default
             1, 2, 4, ..., max_batch_size.
         max_queue_delay_ms: How long the first queued request waits for others to join its batch.
+        instances_per_device: Batches each device runs at once (see `ModelVersionConfig`).
         platforms: Platforms to lower for (`jax.export` names: "cpu", "cuda", "rocm", "tpu"); None means
             the platform jax runs on here.
         overwrite: Replace `path` if it exists, instead of raising `FileExistsError`.
@@ -130,6 +132,7 @@ def export(
         inputs,
         outputs,
         batching,
+        instances_per_device=instances_per_device,
         exported_with={"jax": jax.__version__, "platforms": list(exported.platforms)},
     )
     # Round-trip through the parser so export never writes a config the runtime would refuse.

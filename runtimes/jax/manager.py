@@ -212,10 +212,18 @@ class ModelManager:
             )
             return
         self._failed.pop((model, source.version), None)
+        # Each instance is a runner of its own (a worker thread) sharing its device's replica; listed
+        # device by device in turn, so consecutive batches alternate devices.
+        instances = loaded.config.instances_per_device
+        runners = [r for _ in range(instances) for r in loaded.replicas]
         batcher = DynamicBatcher(
             f"model '{model}' version '{version}'",
-            loaded.replicas,
+            runners,
             loaded.config.batching,
+            # A second slot per runner keeps a lone instance's device busy while the loop forms the
+            # next batch; with several instances another instance does that, and smaller batches
+            # would be all the extra slots bought.
+            depth=2 if instances == 1 else 1,
             stats=self._metrics.batch_stats(model, version),
         )
         self._served.setdefault(model, {})[source.version] = ServedVersion(

@@ -3,6 +3,10 @@
 Each RPC converts with the v2 protobuf codec, calls the server and converts back; a `GatewayError`
 becomes the call's status through the same `ErrorCode` table the REST listener uses. Unknown exceptions
 are logged with their traceback and reported as INTERNAL with an opaque message.
+
+`ModelStreamInfer` (Triton's bidirectional stream) runs each message as one `ModelInfer` would. A failed
+message is answered with `error_message`, prefixed with the request id as Triton does (tritonclient hands
+a stream callback only the message), and the stream stays open for the others.
 """
 
 from __future__ import annotations
@@ -10,12 +14,13 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 import grpc
 
 from gateway.api.deadline import deadline_from
+from gateway.api.grpc.streaming import DEFAULT_MAX_IN_FLIGHT, answer_stream
 from gateway.codecs.v2 import protobuf as codec
 from gateway.errors import ErrorCode, GatewayError
 from gateway.proto import inference_pb2 as pb
@@ -54,8 +59,9 @@ def _reports_errors(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
 
 
 class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, server: InferenceServer) -> None:
+    def __init__(self, server: InferenceServer, *, stream_max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
         self._server = server
+        self._stream_max_in_flight = stream_max_in_flight
 
     @_reports_errors
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
@@ -89,6 +95,37 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ModelInferResponse:
+        return await self._infer(request, context)
+
+    async def ModelStreamInfer(  # type: ignore[override]  # an async generator, as grpc.aio allows
+        self,
+        request_iterator: AsyncIterable[pb.ModelInferRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        async def answer(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+            try:
+                return pb.ModelStreamInferResponse(infer_response=await self._infer(request, context))
+            except GatewayError as exc:
+                message = exc.message
+            except Exception:
+                log.exception("unhandled error in ModelStreamInfer")
+                message = "internal error"
+            return pb.ModelStreamInferResponse(
+                error_message=f"[request id: {request.id}] {message}" if request.id else message,
+                infer_response=pb.ModelInferResponse(
+                    model_name=request.model_name, model_version=request.model_version, id=request.id
+                ),
+            )
+
+        async for response in answer_stream(
+            request_iterator, answer, max_in_flight=self._stream_max_in_flight
+        ):
+            yield response
+
+    async def _infer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ModelInferResponse:
+        """One inference. Raises `GatewayError`; one refused before the server saw it is counted first."""
         call_context = RequestContext(protocol="grpc", received_at=time.monotonic())
         try:
             inference_request = codec.request_from_proto(request)

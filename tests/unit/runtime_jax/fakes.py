@@ -36,11 +36,25 @@ class FakeRunner:
         self.gate = gate
         self.batches: list[np.ndarray] = []
         self.started = threading.Event()
+        # The most runs in progress at one moment (several instances share one runner).
+        self.peak_running = 0
+        self._running = 0
+        self._lock = threading.Lock()
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
-        self.batches.append(x.copy())
+        with self._lock:
+            self.batches.append(x.copy())
+            self._running += 1
+            self.peak_running = max(self.peak_running, self._running)
         self.started.set()
+        try:
+            return self._compute(x)
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def _compute(self, x: np.ndarray) -> list[np.ndarray]:
         if self.gate is not None and not self.gate.wait(10):
             raise TimeoutError("test gate never opened")
         if (x == POISON).any():
@@ -48,12 +62,13 @@ class FakeRunner:
         return [x * 2, x.reshape(x.shape[0], -1).sum(axis=1)]
 
 
-def fake_config(max_batch_size: int = 4, delay_ms: float = 1.0) -> ModelVersionConfig:
+def fake_config(max_batch_size: int = 4, delay_ms: float = 1.0, instances: int = 1) -> ModelVersionConfig:
     """The signature FakeRunner computes: "x" FP32 [-1, 3] -> "doubled" [-1, 3], "total" [-1]."""
     return ModelVersionConfig(
         inputs=(TensorSpec("x", "FP32", (-1, 3)),),
         outputs=(TensorSpec("doubled", "FP32", (-1, 3)), TensorSpec("total", "FP32", (-1,))),
         batching=BatchingConfig(max_batch_size, default_buckets(max_batch_size), delay_ms),
+        instances_per_device=instances,
     )
 
 
@@ -77,7 +92,11 @@ def rows(n: int, start: float = 0.0) -> np.ndarray:
 class FakeLoader:
     """A `manager.Loader` that records loads, can fail chosen versions, and can hold a load open."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, config: ModelVersionConfig | None = None, runner_gate: threading.Event | None = None
+    ) -> None:
+        self.config = config
+        self.runner_gate = runner_gate  # given to every runner: a test holds batches open
         self.loads: list[tuple[str, int]] = []
         self.loaded: dict[tuple[str, int], list[FakeLoaded]] = {}
         self.fail: set[tuple[str, int]] = set()
@@ -91,7 +110,9 @@ class FakeLoader:
             raise TimeoutError("test gate never opened")
         if key in self.fail:
             raise ValueError(f"cannot load {key}")
-        loaded = FakeLoaded()
+        loaded = FakeLoaded(self.config)
+        for runner in loaded.replicas:
+            runner.gate = self.runner_gate
         self.loaded.setdefault(key, []).append(loaded)
         return loaded
 

@@ -42,6 +42,13 @@ def test_config_round_trips_through_file(tmp_path: Path) -> None:
     assert config.inputs[0].dims == (28, 28, 1)
 
 
+def test_instances_per_device_defaults_to_one_and_round_trips() -> None:
+    assert ModelVersionConfig.from_json(VALID).instances_per_device == 1
+    two = ModelVersionConfig.from_json({**VALID, "instances_per_device": 2})
+    assert two.instances_per_device == 2
+    assert ModelVersionConfig.from_json(two.to_json()) == two
+
+
 def _with(path: str, value: Any) -> dict[str, Any]:
     data = copy.deepcopy(VALID)
     target: Any = data
@@ -77,6 +84,9 @@ _DELETE = object()
         ("batching.batch_buckets", [1, 2, 4], "ending at max_batch_size 8"),
         ("batching.max_queue_delay_ms", -1, "'max_queue_delay_ms' must be >= 0"),
         ("batching.max_queue_delay_ms", "2", "'max_queue_delay_ms' must be int or float"),
+        ("instances_per_device", 0, "'instances_per_device' must be >= 1"),
+        ("instances_per_device", 1.5, "'instances_per_device' must be int"),
+        ("instances_per_device", True, "'instances_per_device' must be int"),
     ],
 )
 def test_invalid_config_names_the_key(path: str, value: Any, message: str) -> None:

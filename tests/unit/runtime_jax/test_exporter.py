@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,18 @@ def test_exported_example_matches_direct_call(
         np.testing.assert_allclose(got, want[:bucket], rtol=1e-5, atol=1e-6)
 
 
+def test_one_replica_serves_two_instances_at_once(compiled: dict[str, CompiledModel]) -> None:
+    """Instances share a replica's executables and weights: runs from several threads at once give the
+    answers the same runs give one at a time."""
+    replica = compiled["cnn"].replicas[0]
+    batches = [np.random.default_rng(seed).random((4, 28, 28, 1), dtype=np.float32) for seed in range(8)]
+    alone = [replica.run([x])[0] for x in batches]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        together = list(pool.map(lambda x: replica.run([x])[0], batches))
+    for got, want in zip(together, alone, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_export_writes_layout_and_config(example_repo: Path) -> None:
     """A version directory holds the three files; the config has names, OIP types, -1 batch, buckets."""
     version = example_repo / "transformer" / "1"
@@ -49,6 +62,7 @@ def test_export_writes_layout_and_config(example_repo: Path) -> None:
     assert config["batching"]["max_batch_size"] == MAX_BATCH
     assert config["batching"]["batch_buckets"] == [1, 2, 4]
     assert config["platform"] == "jax_xla"
+    assert config["instances_per_device"] == 1
     assert not [p for p in version.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 

@@ -14,7 +14,7 @@ from gateway.errors import ModelNotFound, ModelNotReady
 from runtimes.jax.manager import ModelManager
 from runtimes.jax.metrics import RuntimeMetrics
 from runtimes.jax.repository import VersionPolicy
-from tests.unit.runtime_jax.fakes import FakeLoader, eventually, make_version
+from tests.unit.runtime_jax.fakes import FakeLoader, eventually, fake_config, make_version, rows
 
 
 @pytest.fixture
@@ -226,3 +226,21 @@ async def test_unloaded_version_leaves_no_metric_series(
     assert gauge(manager, "jax_runtime_batch_size_count", v1) is None
     assert gauge(manager, "jax_runtime_compile_duration_seconds_count", v1) is None
     assert gauge(manager, "jax_runtime_batch_size_count", {"model": "m", "version": "2"}) == 0
+
+
+async def test_instances_per_device_run_batches_at_once(tmp_path: Path, managers: list) -> None:
+    """With two instances per device, two full batches run on the one replica at the same time."""
+    gate = threading.Event()
+    loader = FakeLoader(fake_config(max_batch_size=2, delay_ms=0, instances=2), runner_gate=gate)
+    make_version(tmp_path, "m", 1)
+    manager = new_manager(managers, tmp_path, loader)
+    await manager.start()
+    batcher = manager.resolve("m").batcher
+    pending = [asyncio.create_task(batcher.submit([rows(2, start=10 * i)])) for i in range(3)]
+    (runner,) = loader.loaded[("m", 1)][0].replicas
+    await eventually(lambda: len(runner.batches) == 2)
+    await asyncio.sleep(0.05)  # a third instance, if there were one, would start now
+    assert runner.peak_running == 2 and len(runner.batches) == 2
+    gate.set()
+    results = await asyncio.gather(*pending)
+    assert [r[0][:, 0].tolist() for r in results] == [[0, 2], [20, 22], [40, 42]]
