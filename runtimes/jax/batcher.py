@@ -74,7 +74,10 @@ class DynamicBatcher:
        runners under load, least-busy when their speeds differ.
     3. Holding a slot, it waits until the queue holds `max_batch_size` rows or the oldest request has
        waited `max_queue_delay_ms`, whichever is first. Time spent waiting for a slot counts toward
-       the delay, so a loaded server adds no delay on top of its queueing.
+       the delay, so a loaded server adds no delay on top of its queueing. With `dispatch_when_idle`
+       (the default) it does not wait at all while the slot's device has nothing running, and stops
+       waiting when the device's last batch finishes: waiting for company only pays while the device
+       is busy anyway. So a lone request runs at once, and under load batches fill as before.
     4. It takes requests from the head while they fit (strict FIFO: it never skips a request that
        does not fit to pack a smaller one behind it, so large requests cannot starve), hands them to
        the replica's single worker thread, and loops: the next batch forms while this one runs.
@@ -88,7 +91,7 @@ class DynamicBatcher:
 
     Caveats: padding rows cost compute (the padding-ratio metric shows how much; closer buckets cut
     it); a lone request waits the full delay when traffic is light, so keep the delay to a few
-    milliseconds; with depth 2 a batch may leave before the previous one finished, so under moderate
+    milliseconds (or keep `dispatch_when_idle`); with depth 2 a batch may leave before the previous one finished, so under moderate
     load batches are somewhat smaller than with depth 1 (the price of never idling the device); a
     cancelled request counts toward the rows that trigger a flush until it reaches the head of the
     queue; a request past its deadline fails with DEADLINE_EXCEEDED when its batch forms, or when the
@@ -129,6 +132,10 @@ class DynamicBatcher:
         for _ in range(depth):
             for index in range(len(runners)):
                 self._idle.put_nowait(index)
+        # Batches handed to each runner and not finished. Runners that are one object (instances of a
+        # replica) share a device: `_device[i]` is the index of the first runner that is runners[i].
+        self._running_batches = [0] * len(runners)
+        self._device = [next(j for j, r in enumerate(runners) if r is runner) for runner in runners]
         self._dispatcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -195,7 +202,7 @@ class DynamicBatcher:
                     continue
                 index = await self._idle.get()
                 try:
-                    await self._wait_for_batch()
+                    await self._wait_for_batch(index)
                     batch = self._take_batch()
                 except BaseException:
                     self._idle.put_nowait(index)
@@ -203,6 +210,7 @@ class DynamicBatcher:
                 if not batch:
                     self._idle.put_nowait(index)
                     continue
+                self._running_batches[index] += 1
                 task = asyncio.create_task(self._run(index, batch))
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
@@ -213,11 +221,14 @@ class DynamicBatcher:
                 self._fail(self._queue.popleft(), RuntimeError("batcher stopped"))
             raise
 
-    async def _wait_for_batch(self) -> None:
-        """Returns when the queue holds a full batch, the oldest request's delay is up, or on close."""
+    async def _wait_for_batch(self, index: int) -> None:
+        """Returns when the queue holds a full batch, the oldest request's delay is up, the device of
+        runner `index` is idle (with `dispatch_when_idle`), or on close."""
         while not self._closing:
             self._drop_finished_head()
             if not self._queue or self._queued_rows >= self._max_rows:
+                return
+            if self._batching.dispatch_when_idle and self._device_idle(index):
                 return
             remaining = self._queue[0].enqueued_at + self._delay - self._clock()
             if remaining <= 0:
@@ -231,6 +242,10 @@ class DynamicBatcher:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(limit_s):
                 await self._changed.wait()
+
+    def _device_idle(self, index: int) -> bool:
+        device = self._device[index]
+        return not any(n for i, n in enumerate(self._running_batches) if self._device[i] == device)
 
     def _drop_finished_head(self) -> None:
         while self._queue and self._queue[0].future.done():  # cancelled by its caller
@@ -291,7 +306,10 @@ class DynamicBatcher:
                     compute_seconds=outcome.compute_seconds,
                 )
         finally:
+            self._running_batches[index] -= 1
             self._idle.put_nowait(index)
+            if self._batching.dispatch_when_idle and self._device_idle(index):
+                self._changed.set()  # a batch waiting for company on this device can go now
 
     def _execute(self, index: int, batch: Sequence[_Item]) -> _Outcome:
         """Runs on the replica's worker thread: drop the expired requests, pad, run, split.

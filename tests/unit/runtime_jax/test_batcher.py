@@ -23,8 +23,11 @@ def batcher(
     delay_ms: float = LONG_MS,
     clock: FakeClock | None = None,
     depth: int = 2,
+    when_idle: bool = False,
 ) -> DynamicBatcher:
-    config = BatchingConfig(max_batch, default_buckets(max_batch), delay_ms)
+    # Most tests pin down how batches form from the queue and the delay, so by default they turn off
+    # dispatching at once on an idle device (the production default); the tests of that turn it on.
+    config = BatchingConfig(max_batch, default_buckets(max_batch), delay_ms, when_idle)
     return DynamicBatcher(
         "model 'fake' version '1'", runners or [FakeRunner()], config, clock=clock or FakeClock(), depth=depth
     )
@@ -91,6 +94,63 @@ async def test_lone_request_is_served_after_a_short_real_delay() -> None:
     b = DynamicBatcher("model 'fake' version '1'", [runner], config)
     doubled, _ = await within(b.submit([rows(1, 7)]))  # type: ignore[misc]
     np.testing.assert_array_equal(doubled, rows(1, 7) * 2)
+    await b.close()
+
+
+async def test_lone_request_on_an_idle_device_runs_at_once() -> None:
+    """With dispatch_when_idle, a request finding the device idle does not wait the delay for company."""
+    runner = FakeRunner()
+    b = batcher(runner, max_batch=8, when_idle=True)  # a delay no test waits out
+    doubled, _ = await within(b.submit([rows(1, 7)]))  # type: ignore[misc]
+    np.testing.assert_array_equal(doubled, rows(1, 7) * 2)
+    assert batch_rows(runner) == [1]
+    await b.close()
+
+
+async def test_requests_arriving_while_the_device_is_busy_wait_for_company() -> None:
+    """While a batch runs, later requests gather (the delay applies) and go together when it finishes."""
+    gate = threading.Event()
+    runner = FakeRunner(gate=gate)
+    b = batcher(runner, max_batch=8, when_idle=True)
+    first = asyncio.ensure_future(b.submit([rows(1)]))
+    await within(asyncio.to_thread(runner.started.wait, 10))
+    later = [asyncio.ensure_future(b.submit([rows(1, i)])) for i in (1, 2, 3)]
+    await settle()
+    assert b.queued_rows == 3  # the second slot holds them: the device is busy, the delay is long
+    gate.set()
+    await within(asyncio.gather(first, *later))
+    assert batch_rows(runner) == [1, 4]  # the three together, padded to the bucket of 4
+    await b.close()
+
+
+async def test_instances_of_one_replica_share_the_device() -> None:
+    """Two instances of one replica: while one runs, a request does not start the other at once (the
+    device is busy); it goes when the device frees up."""
+    gate = threading.Event()
+    runner = FakeRunner(gate=gate)
+    b = batcher(runner, runner, max_batch=8, when_idle=True, depth=1)
+    first = asyncio.ensure_future(b.submit([rows(1)]))
+    await within(asyncio.to_thread(runner.started.wait, 10))
+    second = asyncio.ensure_future(b.submit([rows(1, 1)]))
+    await settle()
+    assert b.queued_rows == 1 and runner.peak_running == 1
+    gate.set()
+    await within(asyncio.gather(first, second))
+    assert batch_rows(runner) == [1, 1]
+    await b.close()
+
+
+async def test_an_idle_device_takes_a_request_while_another_device_is_busy() -> None:
+    """Replicas on two devices: with one busy, a new request runs at once on the idle one."""
+    gate = threading.Event()
+    replicas = [FakeRunner("r0", gate=gate), FakeRunner("r1", gate=gate)]
+    b = batcher(*replicas, when_idle=True)
+    first = asyncio.ensure_future(b.submit([rows(1)]))
+    await within(asyncio.to_thread(replicas[0].started.wait, 10))
+    second = asyncio.ensure_future(b.submit([rows(1, 1)]))
+    await within(asyncio.to_thread(replicas[1].started.wait, 10))
+    gate.set()
+    await within(asyncio.gather(first, second))
     await b.close()
 
 
