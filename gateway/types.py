@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gateway.errors import ErrorCode
+
 # A request/tensor parameter value, as OIP allows (gRPC InferParameter oneof; JSON scalar).
 Parameter = bool | int | float | str
 Parameters = dict[str, Parameter]
@@ -120,3 +122,11 @@ class RequestContext:
     received_at: float | None = None
     model_label: str = ""
     version_label: str = ""
+
+    def cancelled_code(self, now: float) -> ErrorCode:
+        """What a cancelled call counts as: gRPC cancels the handler when the call's deadline passes, and
+        that is DEADLINE_EXCEEDED; otherwise the client went away. `now` is a `time.monotonic()` value.
+        Up to 5 ms early still counts as the deadline: gRPC's timer and ours read different clocks."""
+        if self.deadline is not None and now >= self.deadline - 0.005:
+            return ErrorCode.DEADLINE_EXCEEDED
+        return ErrorCode.CANCELLED

@@ -45,7 +45,6 @@ EXTENSIONS = ("binary_tensor_data", "model_configuration")
 
 _INTERNAL = ErrorCode.INTERNAL.name
 _DEADLINE = ErrorCode.DEADLINE_EXCEEDED.name
-_CANCELLED = ErrorCode.CANCELLED.name
 
 # Cache entries: (expiry on the DataPlane's clock, metadata or None when the backend has none to give).
 _CacheEntry = tuple[float, ModelMetadata | None]
@@ -213,7 +212,7 @@ class DataPlane:
             code = _DEADLINE
             raise DeadlineExceeded(f"model '{model}' did not answer within the deadline") from None
         except asyncio.CancelledError:
-            code = _CANCELLED  # the client went away
+            code = context.cancelled_code(self._clock()).name  # a gRPC deadline, or the client left
             raise
         except Exception:
             code = _INTERNAL

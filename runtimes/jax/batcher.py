@@ -90,13 +90,13 @@ class DynamicBatcher:
     run again alone, so the one at fault fails and the others get their answers.
 
     Caveats: padding rows cost compute (the padding-ratio metric shows how much; closer buckets cut
-    it); a lone request waits the full delay when traffic is light, so keep the delay to a few
-    milliseconds (or keep `dispatch_when_idle`); with depth 2 a batch may leave before the previous one finished, so under moderate
-    load batches are somewhat smaller than with depth 1 (the price of never idling the device); a
-    cancelled request counts toward the rows that trigger a flush until it reaches the head of the
-    queue; a request past its deadline fails with DEADLINE_EXCEEDED when its batch forms, or when the
-    replica takes the batch up (with depth 2 a batch forms while the previous one still runs), but once
-    running it is not interrupted.
+    it); without `dispatch_when_idle` a lone request waits the full delay when traffic is light, so
+    keep the delay to a few milliseconds; with depth 2 a batch may leave before the previous one
+    finished, so under moderate load batches are somewhat smaller than with depth 1 (the price of
+    never idling the device); a cancelled request counts toward the rows that trigger a flush until
+    it reaches the head of the queue; a request past its deadline fails with DEADLINE_EXCEEDED when
+    its batch forms, or when the replica takes the batch up (with depth 2 a batch forms while the
+    previous one still runs), but once running it is not interrupted.
     """
 
     def __init__(

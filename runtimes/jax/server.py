@@ -122,8 +122,8 @@ class JaxInferenceServer:
         except GatewayError as exc:
             code = exc.code.name
             raise
-        except asyncio.CancelledError:  # the client went away
-            code = ErrorCode.CANCELLED.name
+        except asyncio.CancelledError:  # a gRPC deadline, or the client went away
+            code = context.cancelled_code(time.monotonic()).name
             raise
         except Exception:
             code = ErrorCode.INTERNAL.name

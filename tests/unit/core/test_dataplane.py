@@ -301,3 +301,35 @@ async def test_server_metadata_names_the_gateway_and_extensions() -> None:
     assert metadata.name == "serving-gateway"
     assert metadata.version
     assert metadata.extensions == ["binary_tensor_data", "model_configuration"]
+
+
+class StepClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(("deadline_in_s", "code"), [(10.0, "DEADLINE_EXCEEDED"), (None, "CANCELLED")])
+async def test_cancelled_call_is_counted_as_deadline_or_cancelled(
+    deadline_in_s: float | None, code: str
+) -> None:
+    """gRPC cancels the handler when the call's deadline passes: counted DEADLINE_EXCEEDED, not CANCELLED.
+    A call cancelled before its deadline (or without one) is a client that went away."""
+    clock = StepClock()
+    backend = FakeBackend(delay_s=60.0)
+    metrics = GatewayMetrics()
+    cluster = Cluster("jax", backend, ("a:1",), timeout_s=30.0, metadata_ttl_s=30.0, metrics=metrics)
+    cluster.endpoints[0].healthy = True
+    plane = DataPlane(Router((Route("cnn", "", "jax", "double"),)), {"jax": cluster}, metrics, clock=clock)
+    deadline = None if deadline_in_s is None else clock.now + deadline_in_s
+    call = asyncio.ensure_future(plane.infer(fp32_request("cnn"), RequestContext("grpc", deadline=deadline)))
+    await asyncio.sleep(0.01)  # the call is waiting on the backend
+    clock.now += 10.0  # the deadline, if any, has come: gRPC's timer cancels the handler
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert requests_total(metrics, code=code) == 1
