@@ -8,7 +8,7 @@ from typing import Final
 
 import numpy as np
 
-from gateway.errors import ErrorCode, GatewayError
+from gateway.errors import DeadlineExceeded, ErrorCode, GatewayError
 from gateway.types import (
     InferenceRequest,
     InferenceResponse,
@@ -111,7 +111,20 @@ class JaxInferenceServer:
             context.model_label, context.version_label = model, version
             inputs = check_inputs(model, served.config, request.inputs)
             chosen = select_outputs(model, served.config, request.outputs)
-            results = await served.batcher.submit(inputs, deadline=context.deadline)
+            submitted = served.batcher.submit(inputs, deadline=context.deadline)
+            if context.deadline is None:
+                results = await submitted
+            else:
+                # Answer at the deadline even while the request waits behind busy replicas (the batcher
+                # looks at deadlines only when a batch forms or starts): a REST client has no transport
+                # deadline to cut the wait short, as gRPC's does.
+                try:
+                    async with asyncio.timeout(max(0.0, context.deadline - time.monotonic())):
+                        results = await submitted
+                except TimeoutError:
+                    raise DeadlineExceeded(
+                        f"model '{model}' version '{version}': the deadline passed before it answered"
+                    ) from None
             specs = served.config.outputs
             return InferenceResponse(
                 model_name=request.model_name,

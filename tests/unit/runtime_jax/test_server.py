@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from runtimes.jax.compiled import CompiledModel, make_loader
 from runtimes.jax.manager import ModelManager
 from runtimes.jax.metrics import RuntimeMetrics
 from runtimes.jax.server import JaxInferenceServer
+from tests.unit.runtime_jax.fakes import FakeLoader, fake_config, make_version, rows
 
 
 @pytest.fixture
@@ -177,6 +179,40 @@ async def test_expired_deadline_fails_with_deadline_exceeded(server: JaxInferenc
     context = RequestContext(protocol="test", deadline=time.monotonic() - 1)
     with pytest.raises(DeadlineExceeded):
         await server.infer(cnn_request(images(1)), context)
+
+
+async def test_deadline_is_answered_while_the_request_waits_for_a_busy_device(tmp_path: Path) -> None:
+    """A request queued behind a batch that runs on is answered DEADLINE_EXCEEDED at its deadline, not
+    when the device frees up; the request holding the device still gets its answer."""
+    gate = threading.Event()
+    make_version(tmp_path, "m", 1)
+    loader = FakeLoader(fake_config(max_batch_size=1, delay_ms=0), runner_gate=gate)
+    metrics = RuntimeMetrics()
+    manager = ModelManager(tmp_path, loader, poll_interval_s=0, metrics=metrics)
+    await manager.start()
+    server = JaxInferenceServer(manager, metrics)
+    try:
+        x = Tensor("x", "FP32", (1, 3), rows(1))
+        running = asyncio.ensure_future(server.infer(InferenceRequest("m", [x]), ctx()))
+        (runner,) = loader.loaded[("m", 1)][0].replicas
+        await asyncio.to_thread(runner.started.wait, 10)
+        context = RequestContext(protocol="test", deadline=time.monotonic() + 0.05)
+        with pytest.raises(DeadlineExceeded):
+            await server.infer(InferenceRequest("m", [x]), context)
+        assert not running.done()  # answered at its deadline, with the device still busy
+        gate.set()
+        assert (await running).outputs[0].data.tolist() == [[0.0, 0.0, 0.0]]
+        assert (
+            sample(
+                server,
+                "jax_runtime_requests_total",
+                {"model": "m", "version": "1", "code": "DEADLINE_EXCEEDED"},
+            )
+            == 1
+        )
+    finally:
+        gate.set()
+        await manager.close()
 
 
 async def test_transfer_bytes_counted_for_resolved_models(server: JaxInferenceServer) -> None:
