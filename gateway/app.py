@@ -37,7 +37,7 @@ from typing import Any
 import uvicorn
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
-from gateway.api.grpc.server import start_grpc_server, stop_grpc_server
+from gateway.api.grpc.server import GrpcListener, start_grpc_server, stop_grpc_server
 from gateway.api.rest.app import create_app
 from gateway.api.serving import RestServer, bind_socket, run_in_loop, start_rest_server
 from gateway.backends import Backend, build_backend
@@ -111,7 +111,7 @@ async def run(
     health_tasks: list[asyncio.Task[None]] = []
     rest: RestServer | None = None
     rest_task: asyncio.Task[None] | None = None
-    grpc_server: Any = None
+    grpc_server: GrpcListener | None = None
     reservations: list[socket.socket] = []
     httpd: Any = None
     try:
@@ -179,7 +179,7 @@ async def run(
 async def _shutdown(
     rest: RestServer | None,
     rest_task: asyncio.Task[None] | None,
-    grpc_server: Any,
+    grpc_server: GrpcListener | None,
     grace: float,
     health_tasks: list[asyncio.Task[None]],
     backends: dict[str, Backend],

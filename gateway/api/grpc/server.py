@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -22,8 +23,14 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 SERVICE_NAME = "inference.GRPCInferenceService"
 HEALTH_POLL_S = 1.0
 
-# Health-tracking task per started server, cancelled by `stop_grpc_server`.
-_health_tasks: dict[int, tuple[asyncio.Task[None], health.aio.HealthServicer]] = {}
+
+@dataclass(eq=False, frozen=True, slots=True)
+class GrpcListener:
+    """A started gRPC listener: its server, and the task keeping `grpc.health.v1` in step with readiness."""
+
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    health_task: asyncio.Task[None]
 
 
 def _reflection_pool() -> descriptor_pool.DescriptorPool:
@@ -56,8 +63,8 @@ async def start_grpc_server(
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     reuse_port: bool = False,
-) -> grpc.aio.Server:
-    """Start and return a grpc.aio server for `server`.
+) -> GrpcListener:
+    """Start a grpc.aio server for `server`; `stop_grpc_server` stops it.
 
     Requests over `max_message_bytes` are refused by gRPC itself with RESOURCE_EXHAUSTED. Responses are
     not limited: the answer was already computed (and bounded by the backend's own message limit), and
@@ -90,18 +97,14 @@ async def start_grpc_server(
         raise OSError(f"cannot bind the gRPC listener on {target} (address in use or unavailable)") from None
     await grpc_server.start()
     task = asyncio.get_running_loop().create_task(_track_health(server, health_servicer))
-    _health_tasks[id(grpc_server)] = (task, health_servicer)
-    return grpc_server
+    return GrpcListener(grpc_server, health_servicer, task)
 
 
-async def stop_grpc_server(grpc_server: grpc.aio.Server, grace_s: float = 5.0) -> None:
+async def stop_grpc_server(listener: GrpcListener, grace_s: float = 5.0) -> None:
     """Report NOT_SERVING, stop accepting calls, and let in-flight ones finish for up to `grace_s`."""
-    tracked = _health_tasks.pop(id(grpc_server), None)
-    if tracked is not None:
-        task, health_servicer = tracked
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        # Health watchers (load balancers, Kubernetes gRPC probes) see the drain before the port closes.
-        await health_servicer.enter_graceful_shutdown()
-    await grpc_server.stop(grace_s)
+    listener.health_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await listener.health_task
+    # Health watchers (load balancers, Kubernetes gRPC probes) see the drain before the port closes.
+    await listener.health.enter_graceful_shutdown()
+    await listener.server.stop(grace_s)
