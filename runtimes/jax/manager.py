@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from gateway.errors import ConfigError, ModelNotFound, ModelNotReady
+from gateway.types import ModelMetadata
 from runtimes.jax.batcher import BatchRunner, DynamicBatcher
 from runtimes.jax.config import ModelVersionConfig
 from runtimes.jax.metrics import RuntimeMetrics
@@ -36,6 +37,7 @@ from runtimes.jax.repository import (
     is_version_number,
     scan,
 )
+from runtimes.jax.validation import signature
 
 _log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class ServedVersion:
     source: VersionDir
     loaded: LoadedModel
     batcher: DynamicBatcher
+    signature: ModelMetadata  # what requests are validated against (built once, at load)
 
     @property
     def config(self) -> ModelVersionConfig:
@@ -227,7 +230,7 @@ class ModelManager:
             stats=self._metrics.batch_stats(model, version),
         )
         self._served.setdefault(model, {})[source.version] = ServedVersion(
-            model, version, source, loaded, batcher
+            model, version, source, loaded, batcher, signature(model, loaded.config)
         )
         self._update_gauge()
         _log.info("model %s version %s ready", model, version)

@@ -109,8 +109,8 @@ class JaxInferenceServer:
             served = self._manager.resolve(request.model_name, request.model_version)
             model, version = served.model, served.version
             context.model_label, context.version_label = model, version
-            inputs = check_inputs(model, served.config, request.inputs)
-            chosen = select_outputs(model, served.config, request.outputs)
+            inputs = check_inputs(request, served.signature, served.config)
+            chosen = select_outputs(served.config, request.outputs)
             submitted = served.batcher.submit(inputs, deadline=context.deadline)
             if context.deadline is None:
                 results = await submitted

@@ -12,36 +12,42 @@ from collections.abc import Sequence
 import ml_dtypes
 import numpy as np
 
+from gateway.core.validation import validate_request
 from gateway.errors import InvalidRequest
-from gateway.types import RequestedOutput, Tensor
-from runtimes.jax.config import ModelVersionConfig, TensorSpec
+from gateway.types import InferenceRequest, ModelMetadata, RequestedOutput, Tensor, TensorMetadata
+from runtimes.jax.config import PLATFORM, ModelVersionConfig, TensorSpec
 
 
-def check_inputs(model: str, config: ModelVersionConfig, tensors: Sequence[Tensor]) -> list[np.ndarray]:
+def signature(model: str, config: ModelVersionConfig) -> ModelMetadata:
+    """The version's tensors as OIP metadata (-1 for the batch), what `validate_request` checks against."""
+    return ModelMetadata(
+        name=model,
+        platform=PLATFORM,
+        inputs=[TensorMetadata(spec.name, spec.datatype, spec.shape) for spec in config.inputs],
+        outputs=[TensorMetadata(spec.name, spec.datatype, spec.shape) for spec in config.outputs],
+    )
+
+
+def check_inputs(
+    request: InferenceRequest, metadata: ModelMetadata, config: ModelVersionConfig
+) -> list[np.ndarray]:
     """The request's arrays in the model's input order, in the dtype the model computes with.
 
+    Names, datatypes, shapes and requested outputs are checked by the gateway's own
+    `validate_request` (one set of rules and messages for both processes); what only a batching
+    runtime needs is checked here.
+
     Raises:
-        InvalidRequest: An unknown, duplicated or missing input; a datatype other than the model's
-            (BYTES included: XLA models take fixed-size tensors); wrong non-batch dims; a batch
-            dimension below 1 or differing between inputs.
+        InvalidRequest: An unknown, duplicated or missing input or output; a datatype other than the
+            model's (BYTES included: XLA models take fixed-size tensors); wrong non-batch dims; a batch
+            dimension below 1 or differing between inputs; data that does not fill the shape.
     """
-    by_name: dict[str, Tensor] = {}
-    expected = {spec.name for spec in config.inputs}
-    for tensor in tensors:
-        if tensor.name not in expected:
-            raise InvalidRequest(
-                f"model '{model}' has no input '{tensor.name}'; its inputs are {sorted(expected)}"
-            )
-        if tensor.name in by_name:
-            raise InvalidRequest(f"input '{tensor.name}' appears more than once")
-        by_name[tensor.name] = tensor
+    validate_request(request, metadata)
+    by_name = {tensor.name: tensor for tensor in request.inputs}
     arrays = []
     rows: int | None = None
     for spec in config.inputs:
-        found = by_name.get(spec.name)
-        if found is None:
-            raise InvalidRequest(f"model '{model}' requires input '{spec.name}', which the request lacks")
-        array = _check_tensor(spec, found)
+        array = _array(spec, by_name[spec.name])
         if rows is None:
             rows = array.shape[0]
         elif array.shape[0] != rows:
@@ -52,16 +58,8 @@ def check_inputs(model: str, config: ModelVersionConfig, tensors: Sequence[Tenso
     return arrays
 
 
-def _check_tensor(spec: TensorSpec, tensor: Tensor) -> np.ndarray:
-    if tensor.datatype != spec.datatype:
-        raise InvalidRequest(
-            f"input '{spec.name}' has datatype {tensor.datatype}; the model expects {spec.datatype}"
-        )
+def _array(spec: TensorSpec, tensor: Tensor) -> np.ndarray:
     shape = tuple(tensor.shape)
-    if len(shape) != len(spec.shape) or shape[1:] != spec.dims:
-        raise InvalidRequest(
-            f"input '{spec.name}' has shape {list(shape)}; the model expects {list(spec.shape)} (-1: any)"
-        )
     if shape[0] < 1:
         raise InvalidRequest(f"input '{spec.name}' has batch size {shape[0]}; it must be at least 1")
     data = tensor.data
@@ -76,19 +74,15 @@ def _check_tensor(spec: TensorSpec, tensor: Tensor) -> np.ndarray:
     return np.asarray(data, dtype=spec.numpy_dtype).reshape(shape)
 
 
-def select_outputs(
-    model: str, config: ModelVersionConfig, requested: Sequence[RequestedOutput] | None
-) -> list[int]:
-    """Indexes into `config.outputs` of the outputs to return: all of them when none are requested."""
+def select_outputs(config: ModelVersionConfig, requested: Sequence[RequestedOutput] | None) -> list[int]:
+    """Indexes into `config.outputs` of the outputs to return: all of them when none are requested.
+
+    The names were checked by `check_inputs`."""
     if not requested:
         return list(range(len(config.outputs)))
     index = {spec.name: i for i, spec in enumerate(config.outputs)}
-    chosen = []
+    chosen: list[int] = []
     for output in requested:
-        if output.name not in index:
-            raise InvalidRequest(
-                f"model '{model}' has no output '{output.name}'; its outputs are {sorted(index)}"
-            )
         if index[output.name] not in chosen:
             chosen.append(index[output.name])
     return chosen

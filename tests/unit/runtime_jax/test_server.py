@@ -141,7 +141,7 @@ def _image(**changes: Any) -> Tensor:
     [
         ([_image(name="img")], "no input 'img'"),
         ([], "requires input 'image'"),
-        ([_image(), _image()], "input 'image' appears more than once"),
+        ([_image(), _image()], "input 'image' is given more than once"),
         ([_image(datatype="FP64", data=images(1).astype(np.float64))], "input 'image' has datatype FP64"),
         ([_image(datatype="BYTES", data=np.array([b"x"], dtype=object))], "input 'image' has datatype BYTES"),
         ([_image(shape=(1, 28, 28, 3))], r"input 'image' has shape \[1, 28, 28, 3\]"),
