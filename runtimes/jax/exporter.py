@@ -54,6 +54,7 @@ def export(
     max_batch_size: int = 8,
     batch_buckets: Sequence[int] | None = None,
     max_queue_delay_ms: float = DEFAULT_MAX_QUEUE_DELAY_MS,
+    dispatch_when_idle: bool = True,
     instances_per_device: int = 1,
     platforms: Sequence[str] | None = DEFAULT_PLATFORMS,
     overwrite: bool = False,
@@ -88,7 +89,10 @@ def export(
         max_batch_size: The most rows one executable runs (and the largest bucket).
         batch_buckets: Batch sizes to compile, increasing, ending at `max_batch_size`; default
             1, 2, 4, ..., max_batch_size.
-        max_queue_delay_ms: How long the first queued request waits for others to join its batch.
+        max_queue_delay_ms: How long the first queued request waits for others to join its batch
+            while the device is busy.
+        dispatch_when_idle: Run what is queued at once when the device has nothing running (default);
+            False always waits the delay for a full batch.
         instances_per_device: Batches each device runs at once (see `ModelVersionConfig`).
         platforms: Platforms to lower for (`jax.export` names: "cpu", "cuda", "rocm", "tpu"); None means
             the platform jax runs on here.
@@ -110,7 +114,7 @@ def export(
     if set(input_names) & set(output_names):
         raise ExportError("input and output names must differ")
     buckets = tuple(batch_buckets) if batch_buckets else default_buckets(max_batch_size)
-    batching = BatchingConfig(max_batch_size, buckets, float(max_queue_delay_ms))
+    batching = BatchingConfig(max_batch_size, buckets, float(max_queue_delay_ms), dispatch_when_idle)
 
     # Canonicalise dtypes the way jax will (e.g. float64 -> float32 without x64) so the saved weights
     # match the exported signature exactly.

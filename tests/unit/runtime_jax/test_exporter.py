@@ -63,6 +63,7 @@ def test_export_writes_layout_and_config(example_repo: Path) -> None:
     assert config["batching"]["batch_buckets"] == [1, 2, 4]
     assert config["platform"] == "jax_xla"
     assert config["instances_per_device"] == 1
+    assert config["batching"]["dispatch_when_idle"] is True
     assert not [p for p in version.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 
