@@ -66,7 +66,7 @@ class DynamicBatcher:
     1. `submit` appends the request to a FIFO queue. A request of more than `max_batch_size` rows is
        SPLIT into chunks of at most that many, queued back to back, and its outputs concatenated:
        clients need not know the server's limit.
-    2. The dispatcher waits for a queued request, then for a free runner slot. A runner is one model
+    2. The dispatcher waits for a queued request, then takes a free runner slot. A runner is one model
        instance with its own worker thread: a replica on a device, or one of several instances that
        share it (`instances_per_device`). Each runner has `depth` slots: with depth 2 (the default),
        one batch runs and the next is already formed behind it, so the device never idles while the
@@ -75,9 +75,11 @@ class DynamicBatcher:
     3. Holding a slot, it waits until the queue holds `max_batch_size` rows or the oldest request has
        waited `max_queue_delay_ms`, whichever is first. Time spent waiting for a slot counts toward
        the delay, so a loaded server adds no delay on top of its queueing. With `dispatch_when_idle`
-       (the default) it does not wait at all while the slot's device has nothing running, and stops
-       waiting when the device's last batch finishes: waiting for company only pays while the device
-       is busy anyway. So a lone request runs at once, and under load batches fill as before.
+       (the default) it prefers a slot on a device that has nothing running and then does not wait
+       at all; holding a slot on a busy device, it stops waiting when that device's last batch
+       finishes or another device goes idle (it moves to that device's slot): waiting for company
+       only pays while every device is busy anyway. So a lone request runs at once, and under load
+       batches fill as before.
     4. It takes requests from the head while they fit (strict FIFO: it never skips a request that
        does not fit to pack a smaller one behind it, so large requests cannot starve), hands them to
        the replica's single worker thread, and loops: the next batch forms while this one runs.
@@ -127,11 +129,9 @@ class DynamicBatcher:
         self._queue: deque[_Item] = deque()
         self._queued_rows = 0
         self._changed = asyncio.Event()
-        # Free slots, by replica index: `depth` per replica, interleaved so batches alternate replicas.
-        self._idle: asyncio.Queue[int] = asyncio.Queue()
-        for _ in range(depth):
-            for index in range(len(runners)):
-                self._idle.put_nowait(index)
+        # Free slots, by runner index, oldest freed first: `depth` per runner, interleaved so that
+        # batches alternate runners. A freed slot wakes the dispatcher through `_changed`.
+        self._free: deque[int] = deque(index for _ in range(depth) for index in range(len(runners)))
         # Batches handed to each runner and not finished. Runners that are one object (instances of a
         # replica) share a device: `_device[i]` is the index of the first runner that is runners[i].
         self._running_batches = [0] * len(runners)
@@ -200,15 +200,18 @@ class DynamicBatcher:
                         return
                     await self._wait_for_change(None)
                     continue
-                index = await self._idle.get()
+                index = self._take_free_slot()
+                if index is None:
+                    await self._wait_for_change(None)
+                    continue
                 try:
-                    await self._wait_for_batch(index)
+                    index = await self._wait_for_batch(index)
                     batch = self._take_batch()
                 except BaseException:
-                    self._idle.put_nowait(index)
+                    self._free.appendleft(index)
                     raise
                 if not batch:
-                    self._idle.put_nowait(index)
+                    self._free.appendleft(index)
                     continue
                 self._running_batches[index] += 1
                 task = asyncio.create_task(self._run(index, batch))
@@ -221,19 +224,44 @@ class DynamicBatcher:
                 self._fail(self._queue.popleft(), RuntimeError("batcher stopped"))
             raise
 
-    async def _wait_for_batch(self, index: int) -> None:
-        """Returns when the queue holds a full batch, the oldest request's delay is up, the device of
-        runner `index` is idle (with `dispatch_when_idle`), or on close."""
+    def _take_free_slot(self) -> int | None:
+        """The free slot freed longest ago, or with `dispatch_when_idle` one on an idle device first."""
+        if not self._free:
+            return None
+        index = self._free_slot_on_idle_device()
+        if index is None:
+            return self._free.popleft()
+        self._free.remove(index)
+        return index
+
+    def _free_slot_on_idle_device(self) -> int | None:
+        if self._batching.dispatch_when_idle:
+            for index in self._free:
+                if self._device_idle(index):
+                    return index
+        return None
+
+    async def _wait_for_batch(self, index: int) -> int:
+        """Holding slot `index`, returns the slot to run the batch on, when the queue holds a full batch,
+        the oldest request's delay is up, or on close; with `dispatch_when_idle`, also as soon as the
+        slot's device is idle, or another device is idle with a free slot (the slots are swapped)."""
         while not self._closing:
             self._drop_finished_head()
             if not self._queue or self._queued_rows >= self._max_rows:
-                return
-            if self._batching.dispatch_when_idle and self._device_idle(index):
-                return
+                return index
+            if self._batching.dispatch_when_idle:
+                if self._device_idle(index):
+                    return index
+                other = self._free_slot_on_idle_device()
+                if other is not None:
+                    self._free.remove(other)
+                    self._free.appendleft(index)
+                    return other
             remaining = self._queue[0].enqueued_at + self._delay - self._clock()
             if remaining <= 0:
-                return
+                return index
             await self._wait_for_change(remaining)
+        return index
 
     async def _wait_for_change(self, limit_s: float | None) -> None:
         # Cleared only just before waiting, with no await since the caller checked the queue: no
@@ -307,9 +335,9 @@ class DynamicBatcher:
                 )
         finally:
             self._running_batches[index] -= 1
-            self._idle.put_nowait(index)
-            if self._batching.dispatch_when_idle and self._device_idle(index):
-                self._changed.set()  # a batch waiting for company on this device can go now
+            self._free.append(index)
+            # The dispatcher may be waiting for a slot, or (dispatch_when_idle) for this device to idle.
+            self._changed.set()
 
     def _execute(self, index: int, batch: Sequence[_Item]) -> _Outcome:
         """Runs on the replica's worker thread: drop the expired requests, pad, run, split.

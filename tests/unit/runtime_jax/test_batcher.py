@@ -154,6 +154,30 @@ async def test_an_idle_device_takes_a_request_while_another_device_is_busy() -> 
     await b.close()
 
 
+async def test_a_request_waiting_on_a_busy_device_moves_to_one_that_goes_idle() -> None:
+    """Two devices, both busy; a third request waits (long delay) holding a slot on the first. When the
+    second device finishes, the request runs there at once instead of waiting for the first."""
+    gates = [threading.Event(), threading.Event()]
+    replicas = [FakeRunner("r0", gate=gates[0]), FakeRunner("r1", gate=gates[1])]
+    b = batcher(*replicas, max_batch=8, when_idle=True)
+    first = asyncio.ensure_future(b.submit([rows(1)]))
+    await within(asyncio.to_thread(replicas[0].started.wait, 10))
+    second = asyncio.ensure_future(b.submit([rows(1, 1)]))
+    await within(asyncio.to_thread(replicas[1].started.wait, 10))
+    third = asyncio.ensure_future(b.submit([rows(1, 2)]))
+    await settle()
+    assert b.queued_rows == 1  # both devices busy, the delay is long: it waits
+    replicas[1].started.clear()
+    gates[1].set()
+    await within(second)
+    await within(asyncio.to_thread(replicas[1].started.wait, 10))  # ran on r1, r0 still busy
+    await within(third)
+    assert not first.done() and [len(r.batches) for r in replicas] == [1, 2]
+    gates[0].set()
+    await within(first)
+    await b.close()
+
+
 async def test_request_larger_than_max_batch_is_split_and_reassembled() -> None:
     """A 10-row request with max_batch_size 4 runs as 4 + 4 + 2 rows and comes back whole, in order."""
     runner = FakeRunner()
