@@ -148,6 +148,7 @@ async def run(
             grpc_port,
             max_message_bytes=listeners.max_request_bytes,
             reuse_port=grpc_reuse,
+            max_connection_age_s=listeners.grpc_max_connection_age_s,
         )
 
         metrics_port = listeners.metrics.port

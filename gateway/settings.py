@@ -83,6 +83,15 @@ class ListenersSettings(_Settings):
         ge=0,
         description="On SIGTERM/SIGINT, how long in-flight requests may run before they are cancelled.",
     )
+    grpc_max_connection_age_s: float = Field(
+        default=300.0,
+        ge=0,
+        description=(
+            "gRPC clients are asked to reconnect after this long (and so re-resolve DNS and spread over "
+            "new gateway replicas); calls in flight get 30 s more. A ModelStreamInfer stream open longer "
+            "is then cut, so streaming clients reopen theirs. 0: connections are kept for ever."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -32,6 +32,7 @@ class ServeOptions:
     compilation_cache: Path | None = None
     poll_interval_s: float = 2.0
     version_policy: VersionPolicy = DEFAULT_POLICY
+    grpc_max_connection_age_s: float = 300.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_policy,
         default=DEFAULT_POLICY,
         help="default for models without one in model.json: latest:N | all | specific:1,2 (default latest:1)",
+    )
+
+    serve.add_argument(
+        "--grpc-max-connection-age-s",
+        type=float,
+        default=300.0,
+        help="gRPC clients reconnect after this long; streams still open are cut 30 s later; 0: never",
     )
 
     examples = commands.add_parser("export-examples", help="export the example CNN and transformer")
@@ -94,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         compilation_cache=args.compilation_cache,
         poll_interval_s=args.poll_interval_s,
         version_policy=args.version_policy,
+        grpc_max_connection_age_s=args.grpc_max_connection_age_s,
     )
     if options.compilation_cache is not None:
         from runtimes.jax.compiled import enable_compilation_cache
@@ -145,7 +154,12 @@ async def serve(options: ServeOptions) -> None:
                 options.metrics_port, addr=options.host, registry=metrics.registry
             )
             cleanup.callback(metrics_server.shutdown)
-            grpc_server = await start_grpc_server(server, options.host, options.grpc_port)
+            grpc_server = await start_grpc_server(
+                server,
+                options.host,
+                options.grpc_port,
+                max_connection_age_s=options.grpc_max_connection_age_s,
+            )
             try:
                 http, http_task = await start_rest_server(
                     uvicorn.Config(create_app(server), loop="uvloop", log_level="warning"), http_socket

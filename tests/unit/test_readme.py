@@ -20,5 +20,6 @@ def test_readme_config_reference_loads(tmp_path: Path) -> None:
     path.write_text(block.group(1))
     settings = load_settings(path, environ={})
     assert settings.listeners.shutdown_grace_s == 10
+    assert settings.listeners.grpc_max_connection_age_s == 300
     assert [r.model for r in settings.routes] == ["cnn", "transformer"]
     assert settings.backends["jax"].metadata_ttl_s == 30

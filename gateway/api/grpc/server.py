@@ -20,6 +20,8 @@ from gateway.server import InferenceServer
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_CONNECTION_AGE_S = 300.0
+MAX_CONNECTION_AGE_GRACE_S = 30.0
 SERVICE_NAME = "inference.GRPCInferenceService"
 HEALTH_POLL_S = 1.0
 
@@ -63,6 +65,7 @@ async def start_grpc_server(
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     reuse_port: bool = False,
+    max_connection_age_s: float = DEFAULT_MAX_CONNECTION_AGE_S,
 ) -> GrpcListener:
     """Start a grpc.aio server for `server`; `stop_grpc_server` stops it.
 
@@ -70,6 +73,9 @@ async def start_grpc_server(
     not limited: the answer was already computed (and bounded by the backend's own message limit), and
     refusing it would report the client's request as too large. `reuse_port` lets several worker
     processes share the port. `host` is an address as written in the settings (IPv6 unbracketed).
+    After `max_connection_age_s` (0: never) clients are told to reconnect, which makes them re-resolve
+    DNS: new replicas behind a headless Service start taking traffic. Calls in flight get
+    `MAX_CONNECTION_AGE_GRACE_S` to finish; a stream still open then is cut.
     """
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -77,11 +83,12 @@ async def start_grpc_server(
         ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-        # Clients reconnect every few minutes (in-flight calls get the grace to finish), which makes
-        # them re-resolve DNS: new replicas behind a headless Service start taking traffic.
-        ("grpc.max_connection_age_ms", 300_000),
-        ("grpc.max_connection_age_grace_ms", 30_000),
     ]
+    if max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", round(max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", round(MAX_CONNECTION_AGE_GRACE_S * 1000)),
+        ]
     grpc_server = grpc.aio.server(options=options)
     inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(server), grpc_server)
     health_servicer = health.aio.HealthServicer()

@@ -113,3 +113,25 @@ async def test_health_reports_not_serving_when_the_server_stops() -> None:
         held.close()
     assert seen[-1] == health_pb2.HealthCheckResponse.NOT_SERVING
     assert health_pb2.HealthCheckResponse.SERVING in seen
+
+
+@pytest.mark.parametrize(("age_s", "reconnects"), [(0.2, True), (0.0, False)])
+async def test_max_connection_age_makes_clients_reconnect(age_s: float, reconnects: bool) -> None:
+    """With a connection max age, an idle client connection is closed after it (GOAWAY: the channel
+    goes back to IDLE and will reconnect, re-resolving DNS); with 0 it stays up."""
+    held = bind_socket("127.0.0.1", 0, reuse_port=True)
+    port = held.getsockname()[1]
+    server = await start_grpc_server(
+        FakeServer(), "127.0.0.1", port, reuse_port=True, max_connection_age_s=age_s
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+            await stub.ServerLive(pb.ServerLiveRequest(), timeout=5)
+            assert channel.get_state() == grpc.ChannelConnectivity.READY
+            await asyncio.sleep(1.0)
+            assert (channel.get_state() != grpc.ChannelConnectivity.READY) is reconnects
+            assert (await stub.ServerLive(pb.ServerLiveRequest(), timeout=5)).live
+    finally:
+        await stop_grpc_server(server, 0)
+        held.close()
