@@ -38,14 +38,15 @@ class _Stream(Generic[Req, Resp]):
     running: set[asyncio.Task[None]]
 
     async def run_one(self, request: Req) -> None:
+        # The request's slot is released once its answer is written (see `answer_stream`), not here:
+        # a client that sends without reading must not make this process buffer answers without bound.
         try:
             self.answers.put_nowait(await self.answer(request))
         except asyncio.CancelledError:
+            self.slots.release()
             raise
         except Exception as exc:  # `answer` turns failures into answers: this is a bug, fail the stream
             self.answers.put_nowait(_Failed(exc))
-        finally:
-            self.slots.release()
 
     async def read_all(self, requests: AsyncIterable[Req]) -> None:
         try:
@@ -71,11 +72,12 @@ async def answer_stream(
 ) -> AsyncGenerator[Resp, None]:
     """Yields one answer per request, in completion order (answers carry the request id to match them).
 
-    Requests are read while earlier ones still run, up to `max_in_flight` at once. Past that this stops
-    reading, so HTTP/2 flow control pushes back on the client rather than this process buffering without
-    bound. `answer` reports a request's failure as an answer; if it raises, the stream fails with that
-    error. When the client half-closes, the remaining answers are sent and the iteration ends. If the
-    consumer stops early (the client cancelled the call), the requests still running are cancelled.
+    Requests are read while earlier ones still run, up to `max_in_flight` running or answered but not yet
+    written. Past that this stops reading, so HTTP/2 flow control pushes back on the client rather than
+    this process buffering without bound, also when the client sends without reading the answers.
+    `answer` reports a request's failure as an answer; if it raises, the stream fails with that error.
+    When the client half-closes, the remaining answers are sent and the iteration ends. If the consumer
+    stops early (the client cancelled the call), the requests still running are cancelled.
     """
     if max_in_flight < 1:
         raise ValueError("max_in_flight must be at least 1")
@@ -88,7 +90,8 @@ async def answer_stream(
                 return
             if isinstance(item, _Failed):
                 raise item.error
-            yield item
+            yield item  # resumes once the consumer (gRPC) has written it and asks for the next
+            stream.slots.release()
     finally:
         reader.cancel()
         for task in list(stream.running):

@@ -46,6 +46,27 @@ async def test_in_flight_requests_are_bounded() -> None:
     assert peak == 4
 
 
+async def test_unwritten_answers_count_against_the_limit() -> None:
+    """A client that sends without reading: once `max_in_flight` answers wait to be written, no more
+    requests are read (the one pulled from the iterator waits for a slot), whatever the client sends."""
+    pulled = 0
+
+    async def endless() -> AsyncIterator[float]:
+        nonlocal pulled
+        while True:
+            pulled += 1
+            yield 0.0
+
+    stream = answer_stream(endless(), _sleep_then_echo, max_in_flight=2)
+    assert await anext(stream) == 0.0  # one answer taken, not yet acknowledged as written
+    await asyncio.sleep(0.05)
+    assert pulled == 3
+    assert await anext(stream) == 0.0  # the first answer is written: one more request may run
+    await asyncio.sleep(0.05)
+    assert pulled == 4
+    await stream.aclose()
+
+
 async def test_half_close_finishes_the_requests_already_sent() -> None:
     """The request iterator ends while requests still run: all of them are answered, then the stream ends."""
     answers = [a async for a in answer_stream(_items(0.02, 0.02, 0.02), _sleep_then_echo)]
