@@ -149,6 +149,7 @@ class DynamicBatcher:
 
         Raises:
             ModelNotReady: The batcher is closing (its model version is being unloaded).
+            GatewayError: RESOURCE_EXHAUSTED: `max_queue_size` requests are already queued.
             DeadlineExceeded: `deadline` (a `clock()` value) passed before the request's batch formed.
             GatewayError: The model failed on this request.
         """
@@ -157,6 +158,13 @@ class DynamicBatcher:
         rows = int(inputs[0].shape[0])
         if rows < 1:
             raise InvalidRequest(f"{self.name}: the batch dimension must be at least 1")
+        limit = self._batching.max_queue_size
+        if limit and len(self._queue) >= limit:  # a split request's chunks count once: it was accepted
+            raise GatewayError(
+                f"{self.name} is overloaded: {len(self._queue)} requests are queued (max_queue_size "
+                f"{limit}); retry later",
+                code=ErrorCode.RESOURCE_EXHAUSTED,
+            )
         if self._dispatcher is None:
             self._dispatcher = asyncio.create_task(self._dispatch(), name=f"batcher {self.name}")
         if rows <= self._max_rows:

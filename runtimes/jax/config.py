@@ -67,6 +67,10 @@ class BatchingConfig:
     # Run what is queued at once when the device has nothing running, rather than wait the delay for
     # company: a lone request gets no added latency, and under load (the device busy) batches still fill.
     dispatch_when_idle: bool = True
+    # Requests waiting in the queue (not yet in a batch) beyond which new ones are refused with
+    # RESOURCE_EXHAUSTED, so an overloaded server sheds load instead of growing its queue and every
+    # request's latency without bound. 0: no limit (Triton's default too).
+    max_queue_size: int = 0
 
     def bucket_for(self, rows: int) -> int:
         """The smallest bucket holding `rows` (1 <= rows <= max_batch_size)."""
@@ -81,6 +85,7 @@ class BatchingConfig:
             "batch_buckets": list(self.buckets),
             "max_queue_delay_ms": self.max_queue_delay_ms,
             "dispatch_when_idle": self.dispatch_when_idle,
+            "max_queue_size": self.max_queue_size,
         }
 
 
@@ -203,7 +208,9 @@ def _tensors(obj: _Obj, key: str) -> tuple[TensorSpec, ...]:
 
 
 def _batching(obj: _Obj) -> BatchingConfig:
-    obj.only({"max_batch_size", "batch_buckets", "max_queue_delay_ms", "dispatch_when_idle"})
+    obj.only(
+        {"max_batch_size", "batch_buckets", "max_queue_delay_ms", "dispatch_when_idle", "max_queue_size"}
+    )
     max_batch = obj.require("max_batch_size", int)
     if max_batch < 1:
         raise ConfigError(f"{obj.where}: 'max_batch_size' must be >= 1")
@@ -220,4 +227,7 @@ def _batching(obj: _Obj) -> BatchingConfig:
     if delay < 0:
         raise ConfigError(f"{obj.where}: 'max_queue_delay_ms' must be >= 0")
     when_idle = obj.get("dispatch_when_idle", bool, True)
-    return BatchingConfig(max_batch, tuple(buckets), float(delay), when_idle)
+    queue_size = obj.get("max_queue_size", int, 0)
+    if queue_size < 0:
+        raise ConfigError(f"{obj.where}: 'max_queue_size' must be >= 0 (0: no limit)")
+    return BatchingConfig(max_batch, tuple(buckets), float(delay), when_idle, queue_size)

@@ -178,6 +178,27 @@ async def test_a_request_waiting_on_a_busy_device_moves_to_one_that_goes_idle() 
     await b.close()
 
 
+async def test_a_full_queue_refuses_new_requests_and_keeps_those_accepted() -> None:
+    """With max_queue_size 2 and the device busy, a third queued request is refused RESOURCE_EXHAUSTED
+    at once; the accepted ones are all answered, and once the queue drains requests are taken again."""
+    gate = threading.Event()
+    runner = FakeRunner(gate=gate)
+    config = BatchingConfig(1, default_buckets(1), 0.0, True, max_queue_size=2)
+    b = DynamicBatcher("model 'fake' version '1'", [runner], config, clock=FakeClock(), depth=1)
+    running = asyncio.ensure_future(b.submit([rows(1)]))
+    await within(asyncio.to_thread(runner.started.wait, 10))
+    queued = [asyncio.ensure_future(b.submit([rows(1, i)])) for i in (1, 2)]
+    await settle()
+    with pytest.raises(GatewayError, match="overloaded") as info:
+        await b.submit([rows(1, 3)])
+    assert info.value.code is ErrorCode.RESOURCE_EXHAUSTED
+    gate.set()
+    await within(asyncio.gather(running, *queued))
+    doubled, _ = await within(b.submit([rows(3, 10)]))  # type: ignore[misc]
+    np.testing.assert_array_equal(doubled, rows(3, 10) * 2)  # 3 chunks of 1 row: accepted as one request
+    await b.close()
+
+
 async def test_request_larger_than_max_batch_is_split_and_reassembled() -> None:
     """A 10-row request with max_batch_size 4 runs as 4 + 4 + 2 rows and comes back whole, in order."""
     runner = FakeRunner()

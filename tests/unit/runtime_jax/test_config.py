@@ -85,6 +85,8 @@ _DELETE = object()
         ("batching.max_queue_delay_ms", -1, "'max_queue_delay_ms' must be >= 0"),
         ("batching.max_queue_delay_ms", "2", "'max_queue_delay_ms' must be int or float"),
         ("batching.dispatch_when_idle", "yes", "'dispatch_when_idle' must be bool"),
+        ("batching.max_queue_size", -1, "'max_queue_size' must be >= 0"),
+        ("batching.max_queue_size", 2.5, "'max_queue_size' must be int"),
         ("instances_per_device", 0, "'instances_per_device' must be >= 1"),
         ("instances_per_device", 1.5, "'instances_per_device' must be int"),
         ("instances_per_device", True, "'instances_per_device' must be int"),
