@@ -234,7 +234,9 @@ class DataPlane:
         """Call an endpoint; if it cannot be reached, eject it and try one other endpoint, once.
 
         Retrying UNAVAILABLE is safe for inference (no side effects), and it hides a replica that just
-        died from clients until the health checks catch up. The retry shares the request's deadline.
+        died from clients until the health checks catch up. A replica that sheds load (RESOURCE_EXHAUSTED:
+        its queue is full, it ran nothing) is not ejected, but the call moves to another one the same
+        way. The retry shares the request's deadline.
         """
         failed: Endpoint | None = None
         while True:
@@ -251,6 +253,14 @@ class DataPlane:
                     "backend '%s' endpoint %s unreachable; retrying on another",
                     cluster.name,
                     endpoint.address,
+                )
+            except GatewayError as exc:
+                shed = exc.code is ErrorCode.RESOURCE_EXHAUSTED  # refused before running anything
+                if not shed or failed is not None or len(cluster.endpoints) < 2:
+                    raise
+                failed = endpoint
+                log.debug(
+                    "backend '%s' endpoint %s overloaded; trying another", cluster.name, endpoint.address
                 )
             finally:
                 endpoint.in_flight -= 1

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gateway.errors import BackendUnavailable, GatewayError
+from gateway.errors import BackendUnavailable, ErrorCode, GatewayError
 from gateway.types import (
     InferenceRequest,
     InferenceResponse,
@@ -38,6 +38,7 @@ class FakeBackend:
     delay_s: float = 0.0
     down: set[str] = field(default_factory=set)  # endpoints that refuse connections
     unready: set[str] = field(default_factory=set)  # endpoints whose probe says "not ready"
+    overloaded: set[str] = field(default_factory=set)  # endpoints that shed load (RESOURCE_EXHAUSTED)
     fail_with: BaseException | None = None  # raised by infer
     metadata_error: GatewayError | None = None
     calls: list[tuple[str, str, str, str]] = field(default_factory=list)  # (method, model, version, endpoint)
@@ -47,6 +48,8 @@ class FakeBackend:
     def _check(self, endpoint: str) -> None:
         if endpoint in self.down:
             raise BackendUnavailable("backend 'fake' unavailable")
+        if endpoint in self.overloaded:
+            raise GatewayError("model 'double' is overloaded", code=ErrorCode.RESOURCE_EXHAUSTED)
 
     async def infer(self, request: InferenceRequest, endpoint: str, timeout_s: float) -> InferenceResponse:
         self.calls.append(("infer", request.model_name, request.model_version, endpoint))

@@ -201,6 +201,31 @@ async def test_every_endpoint_unreachable_is_unavailable_after_one_retry() -> No
     assert requests_total(metrics, code="UNAVAILABLE") == 1
 
 
+async def test_an_overloaded_endpoint_passes_the_call_to_another_without_ejection() -> None:
+    """A replica shedding load (RESOURCE_EXHAUSTED) is not ejected; the call succeeds on another one."""
+    backend = FakeBackend(overloaded={"a:1"})
+    plane, cluster, _, metrics = make_plane(backend, endpoints=("a:1", "b:2"))
+    plane._validate = False
+    cluster.endpoints[1].in_flight = 1  # p2c sends the first attempt to a:1
+    response = await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    assert response.outputs[0].data.tolist() == [[0, 2, 4]]
+    assert [c[3] for c in backend.calls if c[0] == "infer"] == ["a:1", "b:2"]
+    assert [e.healthy for e in cluster.endpoints] == [True, True]
+    assert requests_total(metrics) == 1
+
+
+async def test_every_endpoint_overloaded_is_resource_exhausted_after_one_retry() -> None:
+    backend = FakeBackend(overloaded={"a:1", "b:2", "c:3"})
+    plane, cluster, _, metrics = make_plane(backend, endpoints=("a:1", "b:2", "c:3"))
+    plane._validate = False
+    with pytest.raises(GatewayError) as info:
+        await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    assert info.value.code is ErrorCode.RESOURCE_EXHAUSTED
+    assert len([c for c in backend.calls if c[0] == "infer"]) == 2
+    assert all(e.healthy for e in cluster.endpoints)
+    assert requests_total(metrics, code="RESOURCE_EXHAUSTED") == 1
+
+
 async def test_backend_error_is_counted_with_its_code() -> None:
     """A backend failure passes through unchanged and is counted under its ErrorCode name."""
     plane, _, _, metrics = make_plane(FakeBackend(fail_with=BackendError("backend 'jax' failed")))
