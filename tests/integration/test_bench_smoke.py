@@ -48,3 +48,11 @@ def test_bench_prints_latency_and_throughput_figures(tmp_path: Path) -> None:
 def test_rest_listener_bench_prints_its_figure() -> None:
     out = _run("bench/rest_listener.py", "--requests", "200")
     assert re.search(rf"REST listener: {_NUMBER} µs a request", out)
+
+
+def test_stream_soak_runs_clean(tmp_path: Path) -> None:
+    """A short soak: every half-closed stream got one answer per message and no log has an error."""
+    out = _run("bench/soak_streams.py", "--seconds", "2", "--workers", "4", "--workdir", str(tmp_path))
+    counts = re.search(rf"ok answers: ({_NUMBER}), error answers: ({_NUMBER})", out)
+    assert counts is not None and int(counts[1]) > 0 and int(counts[2]) > 0
+    assert "ERROR or traceback lines in the logs: 0" in out
