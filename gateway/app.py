@@ -124,7 +124,11 @@ async def run(
         rest_sock = bind_socket(listeners.rest.host, listeners.rest.port, reuse_port=reuse_port)
         rest_port = rest_sock.getsockname()[1]
         config = uvicorn.Config(
-            create_app(dataplane, max_request_bytes=listeners.max_request_bytes),
+            create_app(
+                dataplane,
+                max_request_bytes=listeners.max_request_bytes,
+                max_in_flight=listeners.max_in_flight,
+            ),
             loop="uvloop",
             lifespan="off",
             access_log=False,  # one log line per request costs more than the gateway's own work
@@ -149,6 +153,7 @@ async def run(
             max_message_bytes=listeners.max_request_bytes,
             reuse_port=grpc_reuse,
             max_connection_age_s=listeners.grpc_max_connection_age_s,
+            max_in_flight=listeners.max_in_flight,
         )
 
         metrics_port = listeners.metrics.port

@@ -97,3 +97,11 @@ class Unimplemented(GatewayError):
 
 class ConfigError(Exception):
     """The configuration file is invalid; the message names the file and the key."""
+
+
+def overloaded(in_flight: int, limit: int) -> GatewayError:
+    """The refusal of a listener that already serves its `max_in_flight` inference requests."""
+    return GatewayError(
+        f"the server is busy: {in_flight} inference requests in flight (max_in_flight {limit}); retry later",
+        code=ErrorCode.RESOURCE_EXHAUSTED,
+    )

@@ -83,6 +83,16 @@ class ListenersSettings(_Settings):
         ge=0,
         description="On SIGTERM/SIGINT, how long in-flight requests may run before they are cancelled.",
     )
+    max_in_flight: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Inference requests one process serves at once (REST calls, gRPC calls and stream messages "
+            "each count); past it, new ones get 429 / RESOURCE_EXHAUSTED, REST ones before their body is "
+            "read. Size it so max_in_flight x request size fits in memory. Health and metadata calls are "
+            "never refused. 0: no limit."
+        ),
+    )
     grpc_max_connection_age_s: float = Field(
         default=300.0,
         ge=0,

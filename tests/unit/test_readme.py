@@ -21,5 +21,6 @@ def test_readme_config_reference_loads(tmp_path: Path) -> None:
     settings = load_settings(path, environ={})
     assert settings.listeners.shutdown_grace_s == 10
     assert settings.listeners.grpc_max_connection_age_s == 300
+    assert settings.listeners.max_in_flight == 0
     assert [r.model for r in settings.routes] == ["cnn", "transformer"]
     assert settings.backends["jax"].metadata_ttl_s == 30

@@ -23,7 +23,7 @@ from starlette.requests import ClientDisconnect
 
 from gateway.api.deadline import deadline_from
 from gateway.codecs.v2 import rest as codec
-from gateway.errors import ErrorCode, GatewayError, InvalidRequest, PayloadTooLarge
+from gateway.errors import ErrorCode, GatewayError, InvalidRequest, PayloadTooLarge, overloaded
 from gateway.server import InferenceServer
 from gateway.types import RequestContext
 
@@ -97,9 +97,17 @@ def _header_length(request: Request) -> int | None:
         ) from None
 
 
-def create_app(server: InferenceServer, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
-    """Build the REST app serving the OIP endpoints (plus Triton's model-config extension) for `server`."""
+def create_app(
+    server: InferenceServer, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, max_in_flight: int = 0
+) -> FastAPI:
+    """Build the REST app serving the OIP endpoints (plus Triton's model-config extension) for `server`.
+
+    With `max_in_flight` > 0, an inference request arriving while that many are being served is refused
+    with 429 before its body is read: memory stays near `max_in_flight` x the request size under a flood.
+    Health and metadata calls are never refused (a probe must not fail because the server is busy).
+    """
     app = FastAPI(title="Open Inference Protocol", docs_url=None, redoc_url=None, openapi_url=None)
+    in_flight = 0
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, exc: GatewayError) -> Response:
@@ -151,7 +159,19 @@ def create_app(server: InferenceServer, *, max_request_bytes: int = DEFAULT_MAX_
             return _error(ErrorCode.UNAVAILABLE.http_status, "the server is shutting down")
 
     async def _infer(request: Request, model: str, version: str) -> Response:
+        nonlocal in_flight
         context = RequestContext(protocol="rest")
+        if max_in_flight and in_flight >= max_in_flight:
+            busy = overloaded(in_flight, max_in_flight)
+            server.observe_rejected(model, context, busy)
+            raise busy
+        in_flight += 1
+        try:
+            return await _admitted(request, model, version, context)
+        finally:
+            in_flight -= 1
+
+    async def _admitted(request: Request, model: str, version: str, context: RequestContext) -> Response:
         try:
             wire = await _read_body(request, max_request_bytes)
             context.received_at = time.monotonic()

@@ -135,3 +135,27 @@ async def test_max_connection_age_makes_clients_reconnect(age_s: float, reconnec
     finally:
         await stop_grpc_server(server, 0)
         held.close()
+
+
+async def test_grpc_requests_past_max_in_flight_are_resource_exhausted() -> None:
+    """With max_in_flight 1 and one inference running, a second call is RESOURCE_EXHAUSTED, readiness
+    still answers, and the refusal is counted as rejected."""
+    held = bind_socket("127.0.0.1", 0, reuse_port=True)
+    port = held.getsockname()[1]
+    fake = FakeServer(delay_s=0.3)
+    server = await start_grpc_server(fake, "127.0.0.1", port, reuse_port=True, max_in_flight=1)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+            first = asyncio.ensure_future(stub.ModelInfer(_request(4), timeout=5))
+            await asyncio.wait_for(fake.called.wait(), 5)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.ModelInfer(_request(4), timeout=5)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "max_in_flight 1" in (info.value.details() or "")
+            assert (await stub.ServerReady(pb.ServerReadyRequest(), timeout=5)).ready
+            assert response_from_proto(await first).outputs[0].shape == (4,)
+    finally:
+        await stop_grpc_server(server, 0)
+        held.close()
+    assert fake.rejected == [("m", "grpc", "RESOURCE_EXHAUSTED")]

@@ -20,8 +20,10 @@ BODY = orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], 
 ENCODERS: dict[str, Callable[[bytes], bytes]] = {"gzip": gzip.compress, "deflate": zlib.compress}
 
 
-def _client(server: FakeServer, max_request_bytes: int = 1 << 20) -> httpx.AsyncClient:
-    app = create_app(server, max_request_bytes=max_request_bytes)
+def _client(
+    server: FakeServer, max_request_bytes: int = 1 << 20, max_in_flight: int = 0
+) -> httpx.AsyncClient:
+    app = create_app(server, max_request_bytes=max_request_bytes, max_in_flight=max_in_flight)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
 
 
@@ -119,3 +121,19 @@ async def test_undecodable_request_is_reported_as_rejected() -> None:
     assert reply.status_code == 400
     assert server.rejected == [("m", "rest", "INVALID_ARGUMENT")]
     assert not server.called.is_set()
+
+
+async def test_requests_past_max_in_flight_are_refused_429_but_probes_are_not() -> None:
+    """With max_in_flight 1 and one inference running, a second is refused 429 (counted as rejected)
+    while health and metadata calls still answer; once the first finishes, inference is taken again."""
+    server = FakeServer(delay_s=0.2)
+    async with _client(server, max_in_flight=1) as client:
+        first = asyncio.ensure_future(client.post("/v2/models/m/infer", content=BODY))
+        await asyncio.wait_for(server.called.wait(), 5)
+        refused = await client.post("/v2/models/m/infer", content=BODY)
+        assert refused.status_code == 429 and "max_in_flight 1" in refused.json()["error"]
+        assert (await client.get("/v2/health/ready")).status_code == 200
+        assert (await client.get("/v2/models/m")).status_code == 200
+        assert (await first).status_code == 200
+        assert (await client.post("/v2/models/m/infer", content=BODY)).status_code == 200
+    assert server.rejected == [("m", "rest", "RESOURCE_EXHAUSTED")]
