@@ -33,6 +33,7 @@ class ServeOptions:
     poll_interval_s: float = 2.0
     version_policy: VersionPolicy = DEFAULT_POLICY
     grpc_max_connection_age_s: float = 300.0
+    max_in_flight: int = 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="gRPC clients reconnect after this long; streams still open are cut 30 s later; 0: never",
     )
 
+    serve.add_argument(
+        "--max-in-flight",
+        type=_non_negative,
+        default=0,
+        help="inference requests served at once; past it 429 / RESOURCE_EXHAUSTED (default 0: no limit)",
+    )
+
     examples = commands.add_parser("export-examples", help="export the example CNN and transformer")
     examples.add_argument("directory", type=Path, help="the model repository to write into")
     examples.add_argument("--version", type=int, default=1, help="version number to write (default 1)")
@@ -72,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--instances-per-device", type=int, default=1, help="batches run at once per device (default 1)"
     )
     return parser
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         poll_interval_s=args.poll_interval_s,
         version_policy=args.version_policy,
         grpc_max_connection_age_s=args.grpc_max_connection_age_s,
+        max_in_flight=args.max_in_flight,
     )
     if options.compilation_cache is not None:
         from runtimes.jax.compiled import enable_compilation_cache
@@ -159,10 +175,16 @@ async def serve(options: ServeOptions) -> None:
                 options.host,
                 options.grpc_port,
                 max_connection_age_s=options.grpc_max_connection_age_s,
+                max_in_flight=options.max_in_flight,
             )
             try:
                 http, http_task = await start_rest_server(
-                    uvicorn.Config(create_app(server), loop="uvloop", log_level="warning"), http_socket
+                    uvicorn.Config(
+                        create_app(server, max_in_flight=options.max_in_flight),
+                        loop="uvloop",
+                        log_level="warning",
+                    ),
+                    http_socket,
                 )
             except BaseException:
                 await stop_grpc_server(grpc_server, 0)

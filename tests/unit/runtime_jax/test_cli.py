@@ -39,8 +39,11 @@ def test_serve_flags_parse_with_defaults() -> None:
     assert (args.host, args.http_port, args.grpc_port, args.metrics_port) == ("127.0.0.1", 8010, 8011, 8012)
     assert args.poll_interval_s == 2.0 and args.compilation_cache is None
     assert args.version_policy == VersionPolicy("specific", versions=frozenset({1, 2}))
+    assert args.max_in_flight == 0 and args.grpc_max_connection_age_s == 300.0
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--model-repository", "repo", "--version-policy", "newest"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--model-repository", "repo", "--max-in-flight=-1"])
 
 
 def _free_ports(n: int) -> list[int]:
