@@ -37,6 +37,7 @@ from typing import Any
 import uvicorn
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
+from gateway.api.admission import InFlightLimit
 from gateway.api.grpc.server import GrpcListener, start_grpc_server, stop_grpc_server
 from gateway.api.rest.app import create_app
 from gateway.api.serving import RestServer, bind_socket, run_in_loop, start_rest_server
@@ -121,14 +122,12 @@ async def run(
             loop.create_task(c.run_health_checks(), name=f"health:{c.name}") for c in clusters.values()
         ]
 
+        # One count for both listeners: max_in_flight is the process's, whatever the protocols' mix.
+        in_flight = InFlightLimit(listeners.max_in_flight)
         rest_sock = bind_socket(listeners.rest.host, listeners.rest.port, reuse_port=reuse_port)
         rest_port = rest_sock.getsockname()[1]
         config = uvicorn.Config(
-            create_app(
-                dataplane,
-                max_request_bytes=listeners.max_request_bytes,
-                max_in_flight=listeners.max_in_flight,
-            ),
+            create_app(dataplane, max_request_bytes=listeners.max_request_bytes, limit=in_flight),
             loop="uvloop",
             lifespan="off",
             access_log=False,  # one log line per request costs more than the gateway's own work
@@ -153,7 +152,7 @@ async def run(
             max_message_bytes=listeners.max_request_bytes,
             reuse_port=grpc_reuse,
             max_connection_age_s=listeners.grpc_max_connection_age_s,
-            max_in_flight=listeners.max_in_flight,
+            limit=in_flight,
         )
 
         metrics_port = listeners.metrics.port

@@ -75,6 +75,12 @@ class PayloadTooLarge(GatewayError):
     code = ErrorCode.PAYLOAD_TOO_LARGE
 
 
+class Overloaded(GatewayError):
+    """A server refused work it has no room for (in-flight limit, full queue); it ran nothing."""
+
+    code = ErrorCode.RESOURCE_EXHAUSTED
+
+
 class BackendUnavailable(GatewayError):
     """No replica of a backend could be reached."""
 
@@ -97,11 +103,3 @@ class Unimplemented(GatewayError):
 
 class ConfigError(Exception):
     """The configuration file is invalid; the message names the file and the key."""
-
-
-def overloaded(in_flight: int, limit: int) -> GatewayError:
-    """The refusal of a listener that already serves its `max_in_flight` inference requests."""
-    return GatewayError(
-        f"the server is busy: {in_flight} inference requests in flight (max_in_flight {limit}); retry later",
-        code=ErrorCode.RESOURCE_EXHAUSTED,
-    )

@@ -14,7 +14,14 @@ from typing import Protocol
 
 import numpy as np
 
-from gateway.errors import DeadlineExceeded, ErrorCode, GatewayError, InvalidRequest, ModelNotReady
+from gateway.errors import (
+    DeadlineExceeded,
+    ErrorCode,
+    GatewayError,
+    InvalidRequest,
+    ModelNotReady,
+    Overloaded,
+)
 from runtimes.jax.config import BatchingConfig
 
 _log = logging.getLogger(__name__)
@@ -132,10 +139,11 @@ class DynamicBatcher:
         # Free slots, by runner index, oldest freed first: `depth` per runner, interleaved so that
         # batches alternate runners. A freed slot wakes the dispatcher through `_changed`.
         self._free: deque[int] = deque(index for _ in range(depth) for index in range(len(runners)))
-        # Batches handed to each runner and not finished. Runners that are one object (instances of a
-        # replica) share a device: `_device[i]` is the index of the first runner that is runners[i].
-        self._running_batches = [0] * len(runners)
+        # Runners that are one object (instances of a replica) share a device: `_device[i]` is the index
+        # of the first runner that is runners[i]. `_device_batches[d]`: batches handed to device d's
+        # runners and not finished.
         self._device = [next(j for j, r in enumerate(runners) if r is runner) for runner in runners]
+        self._device_batches = [0] * len(runners)
         self._dispatcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -149,7 +157,7 @@ class DynamicBatcher:
 
         Raises:
             ModelNotReady: The batcher is closing (its model version is being unloaded).
-            GatewayError: RESOURCE_EXHAUSTED: `max_queue_size` requests are already queued.
+            Overloaded: `max_queue_size` requests are already queued.
             DeadlineExceeded: `deadline` (a `clock()` value) passed before the request's batch formed.
             GatewayError: The model failed on this request.
         """
@@ -160,10 +168,9 @@ class DynamicBatcher:
             raise InvalidRequest(f"{self.name}: the batch dimension must be at least 1")
         limit = self._batching.max_queue_size
         if limit and len(self._queue) >= limit:  # a split request's chunks count once: it was accepted
-            raise GatewayError(
+            raise Overloaded(
                 f"{self.name} is overloaded: {len(self._queue)} requests are queued (max_queue_size "
-                f"{limit}); retry later",
-                code=ErrorCode.RESOURCE_EXHAUSTED,
+                f"{limit}); retry later"
             )
         if self._dispatcher is None:
             self._dispatcher = asyncio.create_task(self._dispatch(), name=f"batcher {self.name}")
@@ -221,7 +228,7 @@ class DynamicBatcher:
                 if not batch:
                     self._free.appendleft(index)
                     continue
-                self._running_batches[index] += 1
+                self._device_batches[self._device[index]] += 1
                 task = asyncio.create_task(self._run(index, batch))
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
@@ -280,8 +287,7 @@ class DynamicBatcher:
                 await self._changed.wait()
 
     def _device_idle(self, index: int) -> bool:
-        device = self._device[index]
-        return not any(n for i, n in enumerate(self._running_batches) if self._device[i] == device)
+        return self._device_batches[self._device[index]] == 0
 
     def _drop_finished_head(self) -> None:
         while self._queue and self._queue[0].future.done():  # cancelled by its caller
@@ -342,7 +348,7 @@ class DynamicBatcher:
                     compute_seconds=outcome.compute_seconds,
                 )
         finally:
-            self._running_batches[index] -= 1
+            self._device_batches[self._device[index]] -= 1
             self._free.append(index)
             # The dispatcher may be waiting for a slot, or (dispatch_when_idle) for this device to idle.
             self._changed.set()

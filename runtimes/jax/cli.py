@@ -141,6 +141,7 @@ async def serve(options: ServeOptions) -> None:
     then every model's batcher drains, then the models are unloaded.
     """
     # The listeners come from the gateway package: the same, once-tested OIP code serves both processes.
+    from gateway.api.admission import InFlightLimit
     from gateway.api.grpc.server import start_grpc_server, stop_grpc_server
     from gateway.api.rest.app import create_app
     from gateway.api.serving import bind_socket, start_rest_server
@@ -170,17 +171,18 @@ async def serve(options: ServeOptions) -> None:
                 options.metrics_port, addr=options.host, registry=metrics.registry
             )
             cleanup.callback(metrics_server.shutdown)
+            in_flight = InFlightLimit(options.max_in_flight)  # one count for both listeners
             grpc_server = await start_grpc_server(
                 server,
                 options.host,
                 options.grpc_port,
                 max_connection_age_s=options.grpc_max_connection_age_s,
-                max_in_flight=options.max_in_flight,
+                limit=in_flight,
             )
             try:
                 http, http_task = await start_rest_server(
                     uvicorn.Config(
-                        create_app(server, max_in_flight=options.max_in_flight),
+                        create_app(server, limit=in_flight),
                         loop="uvloop",
                         log_level="warning",
                     ),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -105,8 +106,37 @@ class RuntimeMetrics:
             registry=r,
         )
 
+        # Label children resolved once, not per request (`labels()` costs about as much as the rest of
+        # the runtime's metrics work); a version's entries go with its series in `forget_version`.
+        self._counts: dict[tuple[str, str, str], Any] = {}
+        self._durations: dict[tuple[str, str], Any] = {}
+        self._bytes: dict[str, tuple[Any, Any]] = {}
+
     def batch_stats(self, model: str, version: str) -> VersionBatchStats:
         return VersionBatchStats(self, model, version)
+
+    def observe_request(self, model: str, version: str, code: str, seconds: float | None) -> None:
+        """Counts one answered request; `seconds` (None when no model resolved) goes to the histogram."""
+        key = (model, version, code)
+        counter = self._counts.get(key)
+        if counter is None:
+            counter = self._counts[key] = self.requests.labels(*key)
+        counter.inc()
+        if seconds is not None:
+            histogram = self._durations.get((model, version))
+            if histogram is None:
+                histogram = self._durations[(model, version)] = self.request_duration.labels(model, version)
+            histogram.observe(seconds)
+
+    def observe_transfer(self, model: str, bytes_in: int, bytes_out: int) -> None:
+        counters = self._bytes.get(model)
+        if counters is None:
+            counters = self._bytes[model] = (
+                self.transfer_bytes.labels(model, "in"),
+                self.transfer_bytes.labels(model, "out"),
+            )
+        counters[0].inc(bytes_in)
+        counters[1].inc(bytes_out)
 
     def observe_compile(self, model: str, version: str, seconds: float) -> None:
         self.compile_duration.labels(model, version).observe(seconds)
@@ -133,6 +163,9 @@ class RuntimeMetrics:
         for metric, labels in series:
             with contextlib.suppress(KeyError):
                 metric.remove(*labels)
+        self._durations.pop((model, version), None)
+        for key in [k for k in self._counts if k[:2] == (model, version)]:
+            del self._counts[key]
 
 
 class VersionBatchStats:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Final
 
@@ -70,14 +71,8 @@ class JaxInferenceServer:
             ModelNotFound: Unknown model or version.
             ModelNotReady: The version is not loaded yet.
         """
-        config = self._manager.resolve(name, version).config
-        return ModelMetadata(
-            name=name,
-            platform=PLATFORM,
-            inputs=[_metadata(spec, spec.shape) for spec in config.inputs],
-            outputs=[_metadata(spec, spec.shape) for spec in config.outputs],
-            versions=self._manager.versions(name),
-        )
+        signature = self._manager.resolve(name, version).signature
+        return dataclasses.replace(signature, name=name, versions=self._manager.versions(name))
 
     async def model_config(self, name: str, version: str = "") -> ModelConfig:
         """A Triton-style config: dims exclude the batch dimension, `max_batch_size` > 0."""
@@ -142,20 +137,18 @@ class JaxInferenceServer:
             code = ErrorCode.INTERNAL.name
             raise
         finally:
-            self._metrics.requests.labels(model, version, code).inc()
-            if model:
-                self._metrics.request_duration.labels(model, version).observe(time.perf_counter() - start)
+            seconds = time.perf_counter() - start if model else None
+            self._metrics.observe_request(model, version, code, seconds)
 
     def observe_rejected(self, model: str, context: RequestContext, error: GatewayError) -> None:
         """Counts a request the listener could not decode, under the model's name only if it is served."""
         label = model if self._manager.versions(model) else ""
-        self._metrics.requests.labels(label, "", error.code.name).inc()
+        self._metrics.observe_request(label, "", error.code.name, None)
 
     def observe_transfer(self, context: RequestContext, bytes_in: int, bytes_out: int) -> None:
         """Counts wire bytes for requests that resolved to a model (others have no bounded label)."""
         if context.model_label:
-            self._metrics.transfer_bytes.labels(context.model_label, "in").inc(bytes_in)
-            self._metrics.transfer_bytes.labels(context.model_label, "out").inc(bytes_out)
+            self._metrics.observe_transfer(context.model_label, bytes_in, bytes_out)
 
 
 def _metadata(spec: TensorSpec, shape: tuple[int, ...]) -> TensorMetadata:

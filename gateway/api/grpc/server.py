@@ -13,6 +13,7 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from gateway.api.admission import InFlightLimit
 from gateway.api.grpc.servicer import InferenceServicer
 from gateway.proto import inference_pb2, inference_pb2_grpc
 from gateway.server import InferenceServer
@@ -66,7 +67,7 @@ async def start_grpc_server(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     reuse_port: bool = False,
     max_connection_age_s: float = DEFAULT_MAX_CONNECTION_AGE_S,
-    max_in_flight: int = 0,
+    limit: InFlightLimit | None = None,
 ) -> GrpcListener:
     """Start a grpc.aio server for `server`; `stop_grpc_server` stops it.
 
@@ -76,9 +77,9 @@ async def start_grpc_server(
     processes share the port. `host` is an address as written in the settings (IPv6 unbracketed).
     After `max_connection_age_s` (0: never) clients are told to reconnect, which makes them re-resolve
     DNS: new replicas behind a headless Service start taking traffic. Calls in flight get
-    `MAX_CONNECTION_AGE_GRACE_S` to finish; a stream still open then is cut. With `max_in_flight` > 0,
-    inference requests (calls and stream messages) past that many at once get RESOURCE_EXHAUSTED;
-    health, metadata and readiness calls are never refused.
+    `MAX_CONNECTION_AGE_GRACE_S` to finish; a stream still open then is cut. Inference requests (calls
+    and stream messages) that `limit` refuses get RESOURCE_EXHAUSTED; health and metadata calls do not
+    count.
     """
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -93,7 +94,7 @@ async def start_grpc_server(
             ("grpc.max_connection_age_grace_ms", round(MAX_CONNECTION_AGE_GRACE_S * 1000)),
         ]
     grpc_server = grpc.aio.server(options=options)
-    servicer = InferenceServicer(server, max_in_flight=max_in_flight)
+    servicer = InferenceServicer(server, limit=limit)
     inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, grpc_server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)

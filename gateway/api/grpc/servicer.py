@@ -19,10 +19,11 @@ from typing import Any, Final, TypeVar
 
 import grpc
 
+from gateway.api.admission import InFlightLimit
 from gateway.api.deadline import deadline_from
 from gateway.api.grpc.streaming import DEFAULT_MAX_IN_FLIGHT, answer_stream
 from gateway.codecs.v2 import protobuf as codec
-from gateway.errors import ErrorCode, GatewayError, overloaded
+from gateway.errors import ErrorCode, GatewayError
 from gateway.proto import inference_pb2 as pb
 from gateway.proto import inference_pb2_grpc
 from gateway.server import InferenceServer
@@ -64,13 +65,11 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         server: InferenceServer,
         *,
         stream_max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-        max_in_flight: int = 0,
+        limit: InFlightLimit | None = None,
     ) -> None:
         self._server = server
         self._stream_max_in_flight = stream_max_in_flight
-        # Inference requests (unary calls and stream messages) served at once; past it, RESOURCE_EXHAUSTED.
-        self._max_in_flight = max_in_flight
-        self._in_flight = 0
+        self._limit = limit if limit is not None else InFlightLimit()
 
     @_reports_errors
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
@@ -136,30 +135,15 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         """One inference. Raises `GatewayError`; one refused before the server saw it is counted first."""
         call_context = RequestContext(protocol="grpc", received_at=time.monotonic())
-        if self._max_in_flight and self._in_flight >= self._max_in_flight:
-            busy = overloaded(self._in_flight, self._max_in_flight)
-            self._server.observe_rejected(request.model_name, call_context, busy)
-            raise busy
-        self._in_flight += 1
-        try:
-            return await self._admitted(request, context, call_context)
-        finally:
-            self._in_flight -= 1
-
-    async def _admitted(
-        self,
-        request: pb.ModelInferRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
-        call_context: RequestContext,
-    ) -> pb.ModelInferResponse:
-        try:
-            inference_request = codec.request_from_proto(request)
-            call_context.deadline = deadline_from(inference_request.parameters, context.time_remaining())
-        except GatewayError as exc:
-            self._server.observe_rejected(request.model_name, call_context, exc)
-            raise
-        response = codec.response_to_proto(
-            await self._server.infer(inference_request, call_context), inference_request
-        )
+        with self._limit.admit(self._server, request.model_name, call_context):
+            try:
+                inference_request = codec.request_from_proto(request)
+                call_context.deadline = deadline_from(inference_request.parameters, context.time_remaining())
+            except GatewayError as exc:
+                self._server.observe_rejected(request.model_name, call_context, exc)
+                raise
+            response = codec.response_to_proto(
+                await self._server.infer(inference_request, call_context), inference_request
+            )
         self._server.observe_transfer(call_context, request.ByteSize(), response.ByteSize())
         return response

@@ -21,9 +21,10 @@ from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from gateway.api.admission import InFlightLimit
 from gateway.api.deadline import deadline_from
 from gateway.codecs.v2 import rest as codec
-from gateway.errors import ErrorCode, GatewayError, InvalidRequest, PayloadTooLarge, overloaded
+from gateway.errors import ErrorCode, GatewayError, InvalidRequest, PayloadTooLarge
 from gateway.server import InferenceServer
 from gateway.types import RequestContext
 
@@ -98,16 +99,18 @@ def _header_length(request: Request) -> int | None:
 
 
 def create_app(
-    server: InferenceServer, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, max_in_flight: int = 0
+    server: InferenceServer,
+    *,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    limit: InFlightLimit | None = None,
 ) -> FastAPI:
     """Build the REST app serving the OIP endpoints (plus Triton's model-config extension) for `server`.
 
-    With `max_in_flight` > 0, an inference request arriving while that many are being served is refused
-    with 429 before its body is read: memory stays near `max_in_flight` x the request size under a flood.
-    Health and metadata calls are never refused (a probe must not fail because the server is busy).
+    An inference request that `limit` refuses gets 429 before its body is read, so memory stays near the
+    limit x the request size under a flood. Health and metadata calls do not count.
     """
     app = FastAPI(title="Open Inference Protocol", docs_url=None, redoc_url=None, openapi_url=None)
-    in_flight = 0
+    in_flight = limit if limit is not None else InFlightLimit()
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, exc: GatewayError) -> Response:
@@ -159,34 +162,23 @@ def create_app(
             return _error(ErrorCode.UNAVAILABLE.http_status, "the server is shutting down")
 
     async def _infer(request: Request, model: str, version: str) -> Response:
-        nonlocal in_flight
         context = RequestContext(protocol="rest")
-        if max_in_flight and in_flight >= max_in_flight:
-            busy = overloaded(in_flight, max_in_flight)
-            server.observe_rejected(model, context, busy)
-            raise busy
-        in_flight += 1
-        try:
-            return await _admitted(request, model, version, context)
-        finally:
-            in_flight -= 1
-
-    async def _admitted(request: Request, model: str, version: str, context: RequestContext) -> Response:
-        try:
-            wire = await _read_body(request, max_request_bytes)
-            context.received_at = time.monotonic()
-            body = _decoded(wire, request.headers.get("content-encoding"), max_request_bytes)
-            header_length = _header_length(request)
-            inference_request = codec.decode_infer_request(body, header_length, model, version)
-            if header_length == 0:
-                # A raw body names no input: the model's single input is it (the codec checks there is one).
-                metadata = await server.model_metadata(model, version)
-                inference_request = codec.complete_raw_request(inference_request, metadata.inputs)
-            context.deadline = deadline_from(inference_request.parameters)
-        except GatewayError as exc:
-            server.observe_rejected(model, context, exc)  # counted: it never reaches `infer`
-            raise
-        response = await server.infer(inference_request, context)
+        with in_flight.admit(server, model, context):
+            try:
+                wire = await _read_body(request, max_request_bytes)
+                context.received_at = time.monotonic()
+                body = _decoded(wire, request.headers.get("content-encoding"), max_request_bytes)
+                header_length = _header_length(request)
+                inference_request = codec.decode_infer_request(body, header_length, model, version)
+                if header_length == 0:
+                    # A raw body names no input: the model's single input is it (the codec checks that).
+                    metadata = await server.model_metadata(model, version)
+                    inference_request = codec.complete_raw_request(inference_request, metadata.inputs)
+                context.deadline = deadline_from(inference_request.parameters)
+            except GatewayError as exc:
+                server.observe_rejected(model, context, exc)  # counted: it never reaches `infer`
+                raise
+            response = await server.infer(inference_request, context)
         payload, json_length = codec.encode_infer_response(response, inference_request)
         server.observe_transfer(context, len(wire), len(payload))
         if json_length is None:

@@ -9,6 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
+from gateway.api.admission import InFlightLimit
 from gateway.api.grpc.server import start_grpc_server, stop_grpc_server
 from gateway.api.serving import bind_socket
 from gateway.codecs.v2.protobuf import request_to_proto, response_from_proto
@@ -143,7 +144,7 @@ async def test_grpc_requests_past_max_in_flight_are_resource_exhausted() -> None
     held = bind_socket("127.0.0.1", 0, reuse_port=True)
     port = held.getsockname()[1]
     fake = FakeServer(delay_s=0.3)
-    server = await start_grpc_server(fake, "127.0.0.1", port, reuse_port=True, max_in_flight=1)
+    server = await start_grpc_server(fake, "127.0.0.1", port, reuse_port=True, limit=InFlightLimit(1))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)

@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 
+from gateway.api.admission import InFlightLimit
 from gateway.api.rest.app import create_app
 from tests.unit.api.fakes import FakeServer
 
@@ -23,7 +24,7 @@ ENCODERS: dict[str, Callable[[bytes], bytes]] = {"gzip": gzip.compress, "deflate
 def _client(
     server: FakeServer, max_request_bytes: int = 1 << 20, max_in_flight: int = 0
 ) -> httpx.AsyncClient:
-    app = create_app(server, max_request_bytes=max_request_bytes, max_in_flight=max_in_flight)
+    app = create_app(server, max_request_bytes=max_request_bytes, limit=InFlightLimit(max_in_flight))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
 
 

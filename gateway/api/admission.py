@@ -1,0 +1,45 @@
+"""How many inference requests a process serves at once: one count shared by its REST and gRPC listeners."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from gateway.errors import Overloaded
+from gateway.server import InferenceServer
+from gateway.types import RequestContext
+
+
+class InFlightLimit:
+    """Admits inference requests while fewer than `limit` are being served (0: no limit).
+
+    One instance per process, handed to every listener, so the limit is the process's whatever the mix of
+    REST calls, gRPC calls and stream messages. Health and metadata calls do not pass through it: a busy
+    server must still answer its probes.
+    """
+
+    def __init__(self, limit: int = 0) -> None:
+        if limit < 0:
+            raise ValueError("the in-flight limit must be 0 (none) or more")
+        self.limit = limit
+        self.in_flight = 0
+
+    @contextlib.contextmanager
+    def admit(self, server: InferenceServer, model: str, context: RequestContext) -> Iterator[None]:
+        """Holds one place for the `with` block; a refusal is counted as rejected, then raised.
+
+        Raises:
+            Overloaded: `limit` requests are already in flight.
+        """
+        if self.limit and self.in_flight >= self.limit:
+            refusal = Overloaded(
+                f"the server is busy: {self.in_flight} inference requests in flight "
+                f"(max_in_flight {self.limit}); retry later"
+            )
+            server.observe_rejected(model, context, refusal)
+            raise refusal
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
