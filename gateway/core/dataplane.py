@@ -244,23 +244,21 @@ class DataPlane:
             endpoint.in_flight += 1
             try:
                 return await cluster.backend.infer(request, endpoint.address, deadline - self._clock())
-            except BackendUnavailable:
-                cluster.eject(endpoint)
-                if failed is not None or len(cluster.endpoints) < 2:
+            except GatewayError as exc:
+                unreachable = isinstance(exc, BackendUnavailable)
+                if unreachable:
+                    cluster.eject(endpoint)
+                # Unreachable, or shedding load: either way nothing ran there, so another may take it.
+                movable = unreachable or exc.code is ErrorCode.RESOURCE_EXHAUSTED
+                if not movable or failed is not None or len(cluster.endpoints) < 2:
                     raise
                 failed = endpoint
-                log.info(
-                    "backend '%s' endpoint %s unreachable; retrying on another",
+                # An unreachable endpoint is ejected, so rare; shedding may happen on every call of a rush.
+                (log.info if unreachable else log.debug)(
+                    "backend '%s' endpoint %s %s; retrying on another",
                     cluster.name,
                     endpoint.address,
-                )
-            except GatewayError as exc:
-                shed = exc.code is ErrorCode.RESOURCE_EXHAUSTED  # refused before running anything
-                if not shed or failed is not None or len(cluster.endpoints) < 2:
-                    raise
-                failed = endpoint
-                log.debug(
-                    "backend '%s' endpoint %s overloaded; trying another", cluster.name, endpoint.address
+                    "unreachable" if unreachable else "shed the call",
                 )
             finally:
                 endpoint.in_flight -= 1
