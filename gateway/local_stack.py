@@ -24,11 +24,19 @@ import yaml
 READY_TIMEOUT_S = 300.0
 
 
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """`n` distinct ports nothing listens on right now (the OS picks them, all held at once so none repeats;
+    a race with other processes is possible)."""
+    with contextlib.ExitStack() as held:
+        socks = [held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)]
+        for sock in socks:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (the OS picks it; a race with other processes is possible)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on right now (see `free_ports`)."""
+    return free_ports(1, host)[0]
 
 
 class ManagedProcess:
@@ -113,13 +121,14 @@ class StackPorts:
 
     @classmethod
     def ephemeral(cls) -> StackPorts:
+        rest, grpc, metrics, runtime_http, runtime_grpc, runtime_metrics = free_ports(6)
         return cls(
-            gateway_rest=free_port(),
-            gateway_grpc=free_port(),
-            gateway_metrics=free_port(),
-            runtime_http=free_port(),
-            runtime_grpc=free_port(),
-            runtime_metrics=free_port(),
+            gateway_rest=rest,
+            gateway_grpc=grpc,
+            gateway_metrics=metrics,
+            runtime_http=runtime_http,
+            runtime_grpc=runtime_grpc,
+            runtime_metrics=runtime_metrics,
         )
 
 

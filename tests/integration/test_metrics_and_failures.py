@@ -15,7 +15,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from gateway.local_stack import LocalStack, ManagedProcess, free_port
+from gateway.local_stack import LocalStack, ManagedProcess, free_port, free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +93,7 @@ def test_runtime_metrics_move(stack: LocalStack, runtime_grpc: str) -> None:
 @pytest.fixture
 def gateway_with_dead_backend(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A gateway alone whose only backend endpoint has nothing listening."""
-    rest, grpc_port, metrics = free_port(), free_port(), free_port()
+    rest, grpc_port, metrics = free_ports(3)
     config = {
         "listeners": {
             "rest": {"host": "127.0.0.1", "port": rest},

@@ -14,7 +14,7 @@ import tritonclient.http as httpclient
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.local_stack import LocalStack, ManagedProcess, StackPorts, free_port, gateway_config
+from gateway.local_stack import LocalStack, ManagedProcess, StackPorts, free_ports, gateway_config
 
 pytestmark = pytest.mark.integration
 
@@ -22,11 +22,12 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def two_worker_gateway(stack: LocalStack, tmp_path: Path) -> Iterator[tuple[StackPorts, int]]:
     """A second gateway, with `workers: 2`, routed to the session's JAX runtime."""
+    rest, grpc_port, metrics = free_ports(3)
     ports = StackPorts(
         host="127.0.0.1",
-        gateway_rest=free_port(),
-        gateway_grpc=free_port(),
-        gateway_metrics=free_port(),
+        gateway_rest=rest,
+        gateway_grpc=grpc_port,
+        gateway_metrics=metrics,
         runtime_grpc=stack.ports.runtime_grpc,
     )
     config = gateway_config(ports)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.local_stack import free_ports
 from runtimes.jax.cli import build_parser, main
 from runtimes.jax.repository import VersionPolicy, scan
 
@@ -46,20 +46,10 @@ def test_serve_flags_parse_with_defaults() -> None:
         build_parser().parse_args(["serve", "--model-repository", "repo", "--max-in-flight=-1"])
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_serve_answers_oip_and_stops_cleanly_on_sigterm(example_repo: Path, tmp_path: Path) -> None:
     """serve prints its ready line once listening, answers REST and metrics, and exits 0 on SIGTERM."""
     pytest.importorskip("gateway.api.rest.app")
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = free_ports(3)
     command = [
         sys.executable, "-m", "runtimes.jax", "serve", "--model-repository", str(example_repo),
         "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
