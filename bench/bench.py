@@ -13,18 +13,23 @@ It starts the real stack (JAX runtime + gateway, ephemeral ports) and prints:
 
 Only ratios taken in this one run are meaningful: the machines are shared and noisy. Clients send
 pre-serialised request bytes (no per-request client-side encoding) so the client costs as little CPU as it
-can; on a 2-core machine the client, gateway and runtime still share the cores with XLA.
+can; on a 2-core machine the client, gateway and runtime still share the cores with XLA. Where nghttp2's
+`h2load` is installed (Debian `nghttp2-client`; `make bench` installs it), the unary runs are repeated
+with it as the load generator: native code, several times cheaper per request than a Python client, so
+more of the machine is left to the server under test.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,7 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.local_stack import LocalStack, StackPorts  # noqa: E402
+from gateway.local_stack import LocalStack, ManagedProcess, StackPorts, free_port  # noqa: E402
 from gateway.proto import inference_pb2 as pb  # noqa: E402
 from runtimes.jax import export  # noqa: E402
 from runtimes.jax.examples import EXAMPLES, ExampleModel, cnn_classifier  # noqa: E402
@@ -85,14 +90,22 @@ def _rest_request(name: str, array: np.ndarray) -> tuple[bytes, dict[str, str]]:
     return header + array.tobytes(), headers
 
 
-def measure_latency(ports: StackPorts, model: str, name: str, sample: np.ndarray, n: int) -> None:
-    """Alternate direct and gateway calls so both see the same machine state."""
+def measure_latency(
+    ports: StackPorts, proxy_port: int, model: str, name: str, sample: np.ndarray, n: int
+) -> None:
+    """Alternate the targets call by call so all see the same machine state.
+
+    Over gRPC a third target, `bench/bare_proxy.py` in front of the same runtime, gives the floor: what
+    one Python gRPC hop costs with no work in it. The gateway's added latency less the proxy's is the
+    gateway's own share.
+    """
     print(f"\n== gateway-added latency: {model}, batch 1, {n} requests per target, sequential")
     grpc_body = _grpc_request(model, name, sample)
     rest_body, rest_headers = _rest_request(name, sample)
     channels = {
         "direct": grpc.insecure_channel(f"{ports.host}:{ports.runtime_grpc}"),
         "gateway": grpc.insecure_channel(f"{ports.host}:{ports.gateway_grpc}"),
+        "bare proxy": grpc.insecure_channel(f"{ports.host}:{proxy_port}"),
     }
     grpc_calls = {k: c.unary_unary(INFER_METHOD) for k, c in channels.items()}
     rest_urls = {
@@ -105,39 +118,50 @@ def measure_latency(ports: StackPorts, model: str, name: str, sample: np.ndarray
             response = http.post(rest_urls[target], content=rest_body, headers=rest_headers)
             response.raise_for_status()
 
-        transports: dict[str, Callable[[str], None]] = {
-            "grpc": lambda target: grpc_calls[target](grpc_body, timeout=30),
-            "rest": rest_call,
+        transports: dict[str, tuple[Callable[[str], object], tuple[str, ...]]] = {
+            "grpc": (lambda target: grpc_calls[target](grpc_body, timeout=30), tuple(grpc_calls)),
+            "rest": (rest_call, tuple(rest_urls)),
         }
-        for transport, call in transports.items():
-            samples: dict[str, list[float]] = {"direct": [], "gateway": []}
+        for transport, (call, targets) in transports.items():
+            samples: dict[str, list[float]] = {target: [] for target in targets}
             for _ in range(min(200, n)):  # warm-up: connections, caches, the batcher's threads
-                call("direct")
-                call("gateway")
+                for target in targets:
+                    call(target)
             for _ in range(n):
-                for target in ("direct", "gateway"):
+                for target in targets:
                     start = time.perf_counter()
                     call(target)
                     samples[target].append(time.perf_counter() - start)
-            d50, d99 = _percentile(samples["direct"], 0.5), _percentile(samples["direct"], 0.99)
-            g50, g99 = _percentile(samples["gateway"], 0.5), _percentile(samples["gateway"], 0.99)
+            p50 = {t: _percentile(v, 0.5) for t, v in samples.items()}
+            p99 = {t: _percentile(v, 0.99) for t, v in samples.items()}
+            ms50 = {t: v * 1e3 for t, v in p50.items()}
+            ms99 = {t: v * 1e3 for t, v in p99.items()}
             print(
-                f"{transport:5s} direct p50 {d50 * 1e3:7.3f} ms p99 {d99 * 1e3:7.3f} ms | "
-                f"gateway p50 {g50 * 1e3:7.3f} ms p99 {g99 * 1e3:7.3f} ms | "
-                f"added p50 {(g50 - d50) * 1e3:6.3f} ms p99 {(g99 - d99) * 1e3:6.3f} ms"
+                f"{transport:5s} direct p50 {ms50['direct']:7.3f} ms p99 {ms99['direct']:7.3f} ms | "
+                f"gateway p50 {ms50['gateway']:7.3f} ms p99 {ms99['gateway']:7.3f} ms | "
+                f"added p50 {ms50['gateway'] - ms50['direct']:6.3f} ms "
+                f"p99 {ms99['gateway'] - ms99['direct']:6.3f} ms"
             )
+            if "bare proxy" in samples:
+                print(
+                    f"{transport:5s} bare grpc.aio proxy p50 {ms50['bare proxy']:7.3f} ms: a Python gRPC hop "
+                    f"adds p50 {ms50['bare proxy'] - ms50['direct']:6.3f} ms; the gateway's own share p50 "
+                    f"{ms50['gateway'] - ms50['bare proxy']:6.3f} ms"
+                )
     for channel in channels.values():
         channel.close()
 
 
-async def _closed_loop(target: str, body: bytes, concurrency: int, seconds: float) -> int:
-    """`concurrency` clients each sending the next request as soon as the last answered; requests done."""
+async def _closed_loop(target: str, body: bytes, concurrency: int, seconds: float) -> tuple[int, float]:
+    """`concurrency` clients each sending the next request as soon as the last answered; requests done
+    and the seconds they took (warm-up excluded)."""
     done = 0
     async with grpc.aio.insecure_channel(target) as channel:
         call = channel.unary_unary(INFER_METHOD)
         for _ in range(concurrency):  # warm-up
             await call(body, timeout=30)
-        stop = time.perf_counter() + seconds
+        start = time.perf_counter()
+        stop = start + seconds
 
         async def client() -> None:
             nonlocal done
@@ -146,16 +170,19 @@ async def _closed_loop(target: str, body: bytes, concurrency: int, seconds: floa
                 done += 1
 
         await asyncio.gather(*(client() for _ in range(concurrency)))
-    return done
+    return done, time.perf_counter() - start
 
 
-async def _closed_loop_streaming(target: str, body: bytes, concurrency: int, seconds: float) -> int:
+async def _closed_loop_streaming(
+    target: str, body: bytes, concurrency: int, seconds: float
+) -> tuple[int, float]:
     """The same closed loop over `STREAMS` `ModelStreamInfer` streams: `concurrency` requests in flight in
-    all, each answer followed by the next request on its stream; requests done."""
+    all, each answer followed by the next request on its stream; requests done and the seconds taken."""
     done = 0
     async with grpc.aio.insecure_channel(target) as channel:
         open_stream = channel.stream_stream(STREAM_METHOD)
-        stop = time.perf_counter() + seconds
+        start = time.perf_counter()
+        stop = start + seconds
 
         async def stream(window: int) -> None:
             nonlocal done
@@ -179,10 +206,71 @@ async def _closed_loop_streaming(target: str, body: bytes, concurrency: int, sec
 
         windows = [concurrency // STREAMS + (i < concurrency % STREAMS) for i in range(STREAMS)]
         await asyncio.gather(*(stream(w) for w in windows if w))
-    return done
+    return done, time.perf_counter() - start
 
 
-CLIENTS = {"unary": _closed_loop, "stream": _closed_loop_streaming}
+_H2LOAD_DONE = re.compile(r"^requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", re.M)
+# h2load's rate over the measured duration alone (its "finished in" time includes the warm-up).
+_H2LOAD_RATE = re.compile(r"^finished in [0-9.]+m?s, ([0-9.]+) req/s", re.M)
+
+
+def _h2load_unary(target: str, body: bytes, concurrency: int, seconds: float) -> tuple[int, float]:
+    """Unary `ModelInfer` calls from nghttp2's h2load: one HTTP/2 connection (as one gRPC channel)
+    carrying `concurrency` calls at once, each gRPC-framed request body sent as is.
+
+    h2load sees only HTTP statuses, and gRPC sends its errors as trailers of an HTTP 200: the caller
+    checks the server's own error counters instead (`_error_count`).
+    """
+    warm_up = min(1.0, seconds)
+    with tempfile.NamedTemporaryFile(suffix=".grpc") as framed:
+        framed.write(b"\0" + len(body).to_bytes(4, "big") + body)  # uncompressed flag, length, message
+        framed.flush()
+        done = subprocess.run(
+            ["h2load", "--duration", f"{seconds * 1000:.0f}ms", "--warm-up-time", f"{warm_up * 1000:.0f}ms",
+             "--clients", "1",
+             "--threads", "1", "--max-concurrent-streams", str(concurrency),
+             "--header", "content-type: application/grpc", "--header", "te: trailers",
+             "--data", framed.name, f"http://{target}{INFER_METHOD}"],
+            capture_output=True, text=True, check=True, timeout=seconds + 60,
+        )  # fmt: skip
+    found, rate = _H2LOAD_DONE.search(done.stdout), _H2LOAD_RATE.search(done.stdout)
+    if found is None or rate is None:
+        raise RuntimeError(f"h2load printed no request counts:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    finished, succeeded = int(found[1]), int(found[2])
+    if succeeded != finished:
+        raise RuntimeError(f"h2load: {finished - succeeded} of {finished} requests failed:\n{done.stdout}")
+    return succeeded, succeeded / float(rate[1]) if succeeded else seconds
+
+
+LoadGenerator = Callable[[str, bytes, int, float], tuple[int, float]]
+
+
+def _asyncio_client(
+    client: Callable[[str, bytes, int, float], Coroutine[None, None, tuple[int, float]]],
+) -> LoadGenerator:
+    return lambda target, body, concurrency, seconds: asyncio.run(client(target, body, concurrency, seconds))
+
+
+CLIENTS: dict[str, LoadGenerator] = {
+    "unary": _asyncio_client(_closed_loop),
+    "stream": _asyncio_client(_closed_loop_streaming),
+    "h2load": _h2load_unary,
+}
+
+
+def _error_count(url: str, family_name: str, model: str) -> float:
+    """Requests for `model` answered with an error code, from a server's `/metrics`. CANCELLED is the
+    client's doing, not an error: h2load resets the calls still in flight when its time is up."""
+    text = httpx.get(url, timeout=10).text
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == family_name
+        for s in family.samples
+        if s.name.endswith("_total")
+        and s.labels.get("model") == model
+        and s.labels.get("code") not in ("OK", "CANCELLED")
+    )
 
 
 def _histogram(url: str, name: str, model: str) -> tuple[float, float]:
@@ -239,6 +327,14 @@ def measure_throughput(
     the two is the reference: a noisy moment cannot flatter the ratio.
     """
     metrics_url = f"http://{ports.host}:{ports.runtime_metrics}/metrics"
+    targets = {
+        "runtime": (f"{ports.host}:{ports.runtime_grpc}", metrics_url, "jax_runtime_requests"),
+        "gateway": (
+            f"{ports.host}:{ports.gateway_grpc}",
+            f"http://{ports.host}:{ports.gateway_metrics}/metrics",
+            "gateway_requests",
+        ),
+    }
     before_runs = in_process_rows_per_s(model, args.max_batch_size, args.seconds)
     print(
         f"\n== batched throughput: {model}, {args.concurrency} concurrent clients, {args.seconds:.0f} s a run"
@@ -247,22 +343,20 @@ def measure_throughput(
     for rows in args.request_rows:
         body = _grpc_request(model, name, np.repeat(row, rows, axis=0))
         for mode in args.clients:
-            closed_loop = CLIENTS[mode]
-            before = _histogram(metrics_url, "jax_runtime_batch_size", model)
-            start = time.perf_counter()
-            done = asyncio.run(
-                closed_loop(f"{ports.host}:{ports.runtime_grpc}", body, args.concurrency, args.seconds)
-            )
-            served = done * rows / (time.perf_counter() - start)
-            after = _histogram(metrics_url, "jax_runtime_batch_size", model)
-            batches = after[1] - before[1]
-            mean_batch = (after[0] - before[0]) / batches if batches else float("nan")
-            start = time.perf_counter()
-            done = asyncio.run(
-                closed_loop(f"{ports.host}:{ports.gateway_grpc}", body, args.concurrency, args.seconds)
-            )
-            via_gateway = done * rows / (time.perf_counter() - start)
-            results.append((rows, mode, served, mean_batch, via_gateway))
+            load = CLIENTS[mode]
+            rates = {}
+            for target, (address, url, requests_family) in targets.items():
+                errors = _error_count(url, requests_family, model)
+                batches = _histogram(metrics_url, "jax_runtime_batch_size", model)
+                done, seconds = load(address, body, args.concurrency, args.seconds)
+                if _error_count(url, requests_family, model) != errors:
+                    raise RuntimeError(f"{target} answered errors during the {mode} run: see its log")
+                rates[target] = done * rows / seconds
+                if target == "runtime":
+                    after = _histogram(metrics_url, "jax_runtime_batch_size", model)
+                    count = after[1] - batches[1]
+                    mean_batch = (after[0] - batches[0]) / count if count else float("nan")
+            results.append((rows, mode, rates["runtime"], mean_batch, rates["gateway"]))
     after_runs = in_process_rows_per_s(model, args.max_batch_size, args.seconds)
     two_callers = in_process_rows_per_s(model, args.max_batch_size, args.seconds, callers=2)
     at_max = max(before_runs, after_runs)
@@ -298,8 +392,9 @@ def main() -> None:
         "--clients",
         nargs="+",
         choices=sorted(CLIENTS),
-        default=["unary", "stream"],
-        help="unary ModelInfer calls, and/or requests pipelined on ModelStreamInfer streams",
+        default=["unary", "stream", "h2load"] if shutil.which("h2load") else ["unary", "stream"],
+        help="load generators: unary ModelInfer calls and requests pipelined on ModelStreamInfer streams "
+        "from Python (grpc.aio), unary calls from h2load (the default where it is installed)",
     )
     parser.add_argument("--workdir", type=Path, default=None, help="keep models and XLA cache here")
     args = parser.parse_args()
@@ -331,7 +426,18 @@ def main() -> None:
     )
     with stack:
         print(f"stack up (workdir {workdir}); python {sys.version.split()[0]}")
-        measure_latency(stack.ports, "cnn", "image", image, args.requests)
+        proxy_port = free_port()
+        proxy = ManagedProcess(
+            "bare-proxy",
+            [sys.executable, str(ROOT / "bench" / "bare_proxy.py"), "--port", str(proxy_port),
+             "--upstream", f"{stack.ports.host}:{stack.ports.runtime_grpc}"],
+            ready_prefix="bare-proxy ready",
+        )  # fmt: skip
+        proxy.start(echo=False)
+        try:
+            measure_latency(stack.ports, proxy_port, "cnn", "image", image, args.requests)
+        finally:
+            proxy.stop()
         for model in ("cnn", "cnn_wide"):
             measure_throughput(stack.ports, model, "image", image, args)
 
