@@ -272,15 +272,15 @@ def _tensors(
         seen.add(name)
         if not item.datatype:
             raise InvalidRequest(f"{role} '{name}': missing 'datatype'")
-        check_datatype(name, item.datatype, role=role)
-        shape = check_shape(name, item.shape, role=role)
-        # An empty `contents` message next to raw contents is harmless; data in both is ambiguous.
-        has_contents = item.HasField("contents") and item.contents.ByteSize() > 0
         if raw:
-            if has_contents:
+            # An empty `contents` message next to raw contents is harmless; data in both is ambiguous.
+            if item.HasField("contents") and item.contents.ByteSize() > 0:
                 raise InvalidRequest(f"{role} '{name}': sets 'contents' although raw_{role}_contents is used")
-            tensor = tensor_from_buffer(name, item.datatype, shape, raw[index], role=role)
+            # Checks the datatype and shape itself (this is the hot path: no second check here).
+            tensor = tensor_from_buffer(name, item.datatype, item.shape, raw[index], role=role)
         else:
+            check_datatype(name, item.datatype, role=role)
+            shape = check_shape(name, item.shape, role=role)
             tensor = _from_contents(name, item.datatype, shape, item.contents, role)
         tensor.parameters = parameters_from_proto(item.parameters)
         tensors.append(tensor)

@@ -30,7 +30,6 @@ from gateway.codecs.v2.rest_metadata import (
 )
 from gateway.codecs.v2.tensors import (
     check_datatype,
-    check_shape,
     json_data,
     tensor_from_buffer,
     tensor_from_list,
@@ -303,9 +302,8 @@ def _tensors(items: Any, role: str, blobs: _Blobs) -> list[Tensor]:
         for key in ("datatype", "shape"):
             if key not in item:
                 raise InvalidRequest(f"{owner}: missing '{key}'")
-        datatype = item["datatype"]
-        check_datatype(name, datatype, role=role)
-        shape = check_shape(name, item["shape"], role=role)
+        # tensor_from_list / tensor_from_buffer check the datatype and the shape.
+        datatype, shape = item["datatype"], item["shape"]
         parameters = _parameters(item.get("parameters"), owner)
         size = parameters.pop("binary_data_size", None)
         if size is not None and "data" in item:
