@@ -2,8 +2,8 @@
 
     python bench/bare_proxy.py --port 9001 --upstream 127.0.0.1:8011
 
-Every unary `inference.GRPCInferenceService` call is passed on as opaque bytes (no protobuf parsing, no
-routing, validation or metrics) over one persistent channel, on uvloop as the gateway runs. What it adds
+`ModelInfer` calls are passed on as opaque bytes (no protobuf parsing, no routing, validation or
+metrics) over one persistent channel, on uvloop as the gateway runs. What it adds
 over calling the upstream directly is the cost of a Python gRPC hop itself; `bench/bench.py` measures it
 beside the gateway in the same run, so the gateway's own share (its code, not grpc.aio's) can be read off
 on any machine. Prints `bare-proxy ready` once it serves.
@@ -22,23 +22,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gateway.api.serving import run_in_loop
 
 SERVICE = "inference.GRPCInferenceService"
-UNARY_METHODS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer")
 
 
 async def serve(port: int, upstream: str) -> None:
     channel = grpc.aio.insecure_channel(upstream)
+    call = channel.unary_unary(f"/{SERVICE}/ModelInfer")
 
-    def forwarder(method: str) -> grpc.RpcMethodHandler:
-        call = channel.unary_unary(f"/{SERVICE}/{method}")
-
-        async def forward(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-            return await call(request, timeout=context.time_remaining())  # type: ignore[no-any-return]
-
-        return grpc.unary_unary_rpc_method_handler(forward)
+    async def forward(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        return await call(request, timeout=context.time_remaining())  # type: ignore[no-any-return]
 
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
-        [grpc.method_handlers_generic_handler(SERVICE, {m: forwarder(m) for m in UNARY_METHODS})]
+        [
+            grpc.method_handlers_generic_handler(
+                SERVICE, {"ModelInfer": grpc.unary_unary_rpc_method_handler(forward)}
+            )
+        ]
     )
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()

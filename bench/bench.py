@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,6 +38,7 @@ import httpx
 import numpy as np
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -132,10 +133,8 @@ def measure_latency(
                     start = time.perf_counter()
                     call(target)
                     samples[target].append(time.perf_counter() - start)
-            p50 = {t: _percentile(v, 0.5) for t, v in samples.items()}
-            p99 = {t: _percentile(v, 0.99) for t, v in samples.items()}
-            ms50 = {t: v * 1e3 for t, v in p50.items()}
-            ms99 = {t: v * 1e3 for t, v in p99.items()}
+            ms50 = {t: _percentile(v, 0.5) * 1e3 for t, v in samples.items()}
+            ms99 = {t: _percentile(v, 0.99) * 1e3 for t, v in samples.items()}
             print(
                 f"{transport:5s} direct p50 {ms50['direct']:7.3f} ms p99 {ms99['direct']:7.3f} ms | "
                 f"gateway p50 {ms50['gateway']:7.3f} ms p99 {ms99['gateway']:7.3f} ms | "
@@ -152,9 +151,9 @@ def measure_latency(
         channel.close()
 
 
-async def _closed_loop(target: str, body: bytes, concurrency: int, seconds: float) -> tuple[int, float]:
-    """`concurrency` clients each sending the next request as soon as the last answered; requests done
-    and the seconds they took (warm-up excluded)."""
+async def _closed_loop(target: str, body: bytes, concurrency: int, seconds: float) -> float:
+    """`concurrency` clients each sending the next request as soon as the last answered; requests per
+    second (warm-up excluded)."""
     done = 0
     async with grpc.aio.insecure_channel(target) as channel:
         call = channel.unary_unary(INFER_METHOD)
@@ -170,14 +169,12 @@ async def _closed_loop(target: str, body: bytes, concurrency: int, seconds: floa
                 done += 1
 
         await asyncio.gather(*(client() for _ in range(concurrency)))
-    return done, time.perf_counter() - start
+    return done / (time.perf_counter() - start)
 
 
-async def _closed_loop_streaming(
-    target: str, body: bytes, concurrency: int, seconds: float
-) -> tuple[int, float]:
+async def _closed_loop_streaming(target: str, body: bytes, concurrency: int, seconds: float) -> float:
     """The same closed loop over `STREAMS` `ModelStreamInfer` streams: `concurrency` requests in flight in
-    all, each answer followed by the next request on its stream; requests done and the seconds taken."""
+    all, each answer followed by the next request on its stream; requests per second."""
     done = 0
     async with grpc.aio.insecure_channel(target) as channel:
         open_stream = channel.stream_stream(STREAM_METHOD)
@@ -206,7 +203,7 @@ async def _closed_loop_streaming(
 
         windows = [concurrency // STREAMS + (i < concurrency % STREAMS) for i in range(STREAMS)]
         await asyncio.gather(*(stream(w) for w in windows if w))
-    return done, time.perf_counter() - start
+    return done / (time.perf_counter() - start)
 
 
 _H2LOAD_DONE = re.compile(r"^requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", re.M)
@@ -214,12 +211,12 @@ _H2LOAD_DONE = re.compile(r"^requests: \d+ total, \d+ started, (\d+) done, (\d+)
 _H2LOAD_RATE = re.compile(r"^finished in [0-9.]+m?s, ([0-9.]+) req/s", re.M)
 
 
-def _h2load_unary(target: str, body: bytes, concurrency: int, seconds: float) -> tuple[int, float]:
+def _h2load_unary(target: str, body: bytes, concurrency: int, seconds: float) -> float:
     """Unary `ModelInfer` calls from nghttp2's h2load: one HTTP/2 connection (as one gRPC channel)
     carrying `concurrency` calls at once, each gRPC-framed request body sent as is.
 
     h2load sees only HTTP statuses, and gRPC sends its errors as trailers of an HTTP 200: the caller
-    checks the server's own error counters instead (`_error_count`).
+    checks the server's own error counters instead (`_error_count`). Returns h2load's own rate.
     """
     warm_up = min(1.0, seconds)
     with tempfile.NamedTemporaryFile(suffix=".grpc") as framed:
@@ -239,14 +236,15 @@ def _h2load_unary(target: str, body: bytes, concurrency: int, seconds: float) ->
     finished, succeeded = int(found[1]), int(found[2])
     if succeeded != finished:
         raise RuntimeError(f"h2load: {finished - succeeded} of {finished} requests failed:\n{done.stdout}")
-    return succeeded, succeeded / float(rate[1]) if succeeded else seconds
+    return float(rate[1])
 
 
-LoadGenerator = Callable[[str, bytes, int, float], tuple[int, float]]
+# (target, gRPC request body, concurrency, seconds) -> requests per second.
+LoadGenerator = Callable[[str, bytes, int, float], float]
 
 
 def _asyncio_client(
-    client: Callable[[str, bytes, int, float], Coroutine[None, None, tuple[int, float]]],
+    client: Callable[[str, bytes, int, float], Coroutine[None, None, float]],
 ) -> LoadGenerator:
     return lambda target, body, concurrency, seconds: asyncio.run(client(target, body, concurrency, seconds))
 
@@ -258,33 +256,42 @@ CLIENTS: dict[str, LoadGenerator] = {
 }
 
 
-def _error_count(url: str, family_name: str, model: str) -> float:
-    """Requests for `model` answered with an error code, from a server's `/metrics`. CANCELLED is the
-    client's doing, not an error: h2load resets the calls still in flight when its time is up."""
-    text = httpx.get(url, timeout=10).text
+def _model_samples(url: str, model: str) -> Iterator[Sample]:
+    """The samples labelled with `model` in a server's `/metrics`."""
+    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+        yield from (s for s in family.samples if s.labels.get("model") == model)
+
+
+def _error_count(url: str, counter: str, model: str) -> float:
+    """Requests for `model` answered with an error code (`counter` is the requests counter's name,
+    `_total` included). CANCELLED is the client's doing, not an error: h2load resets the calls still in
+    flight when its time is up."""
     return sum(
         s.value
-        for family in text_string_to_metric_families(text)
-        if family.name == family_name
-        for s in family.samples
-        if s.name.endswith("_total")
-        and s.labels.get("model") == model
-        and s.labels.get("code") not in ("OK", "CANCELLED")
+        for s in _model_samples(url, model)
+        if s.name == counter and s.labels.get("code") not in ("OK", "CANCELLED")
     )
 
 
 def _histogram(url: str, name: str, model: str) -> tuple[float, float]:
-    text = httpx.get(url, timeout=10).text
+    """Sum and count of a histogram over all the model's label sets."""
     total = count = 0.0
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.labels.get("model") != model:
-                continue
-            if s.name == f"{name}_sum":
-                total += s.value
-            elif s.name == f"{name}_count":
-                count += s.value
+    for s in _model_samples(url, model):
+        if s.name == f"{name}_sum":
+            total += s.value
+        elif s.name == f"{name}_count":
+            count += s.value
     return total, count
+
+
+def _rate(load: LoadGenerator, address: str, metrics_url: str, counter: str, model: str, body: bytes,
+          args: argparse.Namespace) -> float:  # fmt: skip
+    """Requests per second of one load run, refused if the server counted any error meanwhile."""
+    errors = _error_count(metrics_url, counter, model)
+    rate = load(address, body, args.concurrency, args.seconds)
+    if _error_count(metrics_url, counter, model) != errors:
+        raise RuntimeError(f"{address} answered errors during the run: see its log")
+    return rate
 
 
 def _example(model: str) -> ExampleModel:
@@ -327,14 +334,7 @@ def measure_throughput(
     the two is the reference: a noisy moment cannot flatter the ratio.
     """
     metrics_url = f"http://{ports.host}:{ports.runtime_metrics}/metrics"
-    targets = {
-        "runtime": (f"{ports.host}:{ports.runtime_grpc}", metrics_url, "jax_runtime_requests"),
-        "gateway": (
-            f"{ports.host}:{ports.gateway_grpc}",
-            f"http://{ports.host}:{ports.gateway_metrics}/metrics",
-            "gateway_requests",
-        ),
-    }
+    gateway_metrics_url = f"http://{ports.host}:{ports.gateway_metrics}/metrics"
     before_runs = in_process_rows_per_s(model, args.max_batch_size, args.seconds)
     print(
         f"\n== batched throughput: {model}, {args.concurrency} concurrent clients, {args.seconds:.0f} s a run"
@@ -344,19 +344,19 @@ def measure_throughput(
         body = _grpc_request(model, name, np.repeat(row, rows, axis=0))
         for mode in args.clients:
             load = CLIENTS[mode]
-            rates = {}
-            for target, (address, url, requests_family) in targets.items():
-                errors = _error_count(url, requests_family, model)
-                batches = _histogram(metrics_url, "jax_runtime_batch_size", model)
-                done, seconds = load(address, body, args.concurrency, args.seconds)
-                if _error_count(url, requests_family, model) != errors:
-                    raise RuntimeError(f"{target} answered errors during the {mode} run: see its log")
-                rates[target] = done * rows / seconds
-                if target == "runtime":
-                    after = _histogram(metrics_url, "jax_runtime_batch_size", model)
-                    count = after[1] - batches[1]
-                    mean_batch = (after[0] - batches[0]) / count if count else float("nan")
-            results.append((rows, mode, rates["runtime"], mean_batch, rates["gateway"]))
+            before = _histogram(metrics_url, "jax_runtime_batch_size", model)
+            served = rows * _rate(
+                load, f"{ports.host}:{ports.runtime_grpc}", metrics_url, "jax_runtime_requests_total",
+                model, body, args,
+            )  # fmt: skip
+            after = _histogram(metrics_url, "jax_runtime_batch_size", model)
+            batches = after[1] - before[1]
+            mean_batch = (after[0] - before[0]) / batches if batches else float("nan")
+            via_gateway = rows * _rate(
+                load, f"{ports.host}:{ports.gateway_grpc}", gateway_metrics_url, "gateway_requests_total",
+                model, body, args,
+            )  # fmt: skip
+            results.append((rows, mode, served, mean_batch, via_gateway))
     after_runs = in_process_rows_per_s(model, args.max_batch_size, args.seconds)
     two_callers = in_process_rows_per_s(model, args.max_batch_size, args.seconds, callers=2)
     at_max = max(before_runs, after_runs)
