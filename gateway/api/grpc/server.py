@@ -14,8 +14,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from gateway.api.admission import InFlightLimit
-from gateway.api.grpc.servicer import InferenceServicer
-from gateway.proto import inference_pb2, inference_pb2_grpc
+from gateway.api.grpc.servicer import SERVICE_NAME, InferenceServicer, add_inference_service
+from gateway.proto import inference_pb2
 from gateway.server import InferenceServer
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_CONNECTION_AGE_S = 300.0
 MAX_CONNECTION_AGE_GRACE_S = 30.0
-SERVICE_NAME = "inference.GRPCInferenceService"
 HEALTH_POLL_S = 1.0
 
 
@@ -95,7 +94,7 @@ async def start_grpc_server(
         ]
     grpc_server = grpc.aio.server(options=options)
     servicer = InferenceServicer(server, limit=limit)
-    inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, grpc_server)
+    add_inference_service(servicer, grpc_server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     reflection.enable_server_reflection(

@@ -36,6 +36,8 @@ class FakeServer:
     called: asyncio.Event = field(default_factory=asyncio.Event)
     # (model, protocol, code) of each call the listener refused before `infer`.
     rejected: list[tuple[str, str, str]] = field(default_factory=list)
+    # (bytes_in, bytes_out) of each inference the listener answered.
+    transfers: list[tuple[int, int]] = field(default_factory=list)
 
     async def live(self) -> bool:
         return True
@@ -63,7 +65,7 @@ class FakeServer:
         return InferenceResponse(request.model_name, [Tensor("y", "FP32", y.shape, y)], id=request.id)
 
     def observe_transfer(self, context: RequestContext, bytes_in: int, bytes_out: int) -> None:
-        pass
+        self.transfers.append((bytes_in, bytes_out))
 
     def observe_rejected(self, model: str, context: RequestContext, error: GatewayError) -> None:
         self.rejected.append((model, context.protocol, error.code.name))
