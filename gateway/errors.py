@@ -9,6 +9,22 @@ backend at fault and never carry a traceback or another library's internals.
 from __future__ import annotations
 
 import enum
+from typing import Final
+
+CLIP_CHARS: Final = 256
+"""The longest client-supplied string (a name, a header value) an error message quotes whole."""
+MAX_MESSAGE_CHARS: Final = 4096
+"""The longest message any error carries: a backstop for strings that reach a message unclipped. gRPC
+sends the message as trailing metadata, and the standard client refuses metadata past 16 KiB (the
+client would see RESOURCE_EXHAUSTED instead of the real error); a REST client would get the bulk back."""
+
+
+def clip(text: str, limit: int = CLIP_CHARS) -> str:
+    """`text` as an error message may quote it: whole up to `limit` characters, else its start, an
+    ellipsis and its length (a 100 KB name echoed back would make the error as large as the request)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
 
 
 class ErrorCode(enum.Enum):
@@ -47,6 +63,8 @@ class GatewayError(Exception):
     code: ErrorCode = ErrorCode.INTERNAL
 
     def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = clip(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
         if code is not None:
@@ -63,7 +81,7 @@ class ModelNotFound(GatewayError):
     code = ErrorCode.NOT_FOUND
 
     def __init__(self, model: str, version: str = "") -> None:
-        what = f"model '{model}'" + (f" version '{version}'" if version else "")
+        what = f"model '{clip(model)}'" + (f" version '{clip(version)}'" if version else "")
         super().__init__(f"{what} not found")
 
 

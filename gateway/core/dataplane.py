@@ -27,6 +27,7 @@ from gateway.errors import (
     GatewayError,
     ModelNotFound,
     Unimplemented,
+    clip,
 )
 from gateway.metrics import OK, UNKNOWN_MODEL, GatewayMetrics
 from gateway.types import (
@@ -136,7 +137,7 @@ class DataPlane:
             async with asyncio.timeout(cluster.timeout_s):
                 metadata = await self._cached_metadata(route, version, cluster)
         if metadata is None:
-            raise Unimplemented(f"backend '{route.backend}' serves no metadata for model '{name}'")
+            raise Unimplemented(f"backend '{route.backend}' serves no metadata for model '{clip(name)}'")
         return metadata
 
     async def model_config(self, name: str, version: str = "") -> ModelConfig:

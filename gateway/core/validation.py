@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, clip
 from gateway.types import InferenceRequest, ModelMetadata, TensorMetadata
 
 
@@ -34,10 +34,10 @@ def validate_request(request: InferenceRequest, metadata: ModelMetadata) -> None
         meta = expected.get(tensor.name)
         if meta is None:
             raise InvalidRequest(
-                f"model '{model}' has no input '{tensor.name}' (inputs: {_names(metadata.inputs)})"
+                f"model '{model}' has no input '{clip(tensor.name)}' (inputs: {_names(metadata.inputs)})"
             )
         if tensor.name in seen:
-            raise InvalidRequest(f"input '{tensor.name}' is given more than once")
+            raise InvalidRequest(f"input '{clip(tensor.name)}' is given more than once")
         seen.add(tensor.name)
         if tensor.datatype != meta.datatype:
             raise InvalidRequest(
@@ -57,7 +57,8 @@ def validate_request(request: InferenceRequest, metadata: ModelMetadata) -> None
         for output in request.outputs:
             if output.name not in outputs:
                 raise InvalidRequest(
-                    f"model '{model}' has no output '{output.name}' (outputs: {_names(metadata.outputs)})"
+                    f"model '{model}' has no output '{clip(output.name)}' "
+                    f"(outputs: {_names(metadata.outputs)})"
                 )
 
 

@@ -168,3 +168,54 @@ def test_grpc_health_and_reflection(gateway_grpc: str) -> None:
         )
         first = next(iter(answers))
         assert first.file_descriptor_response.file_descriptor_proto
+
+
+LONG_NAME = "n" * 100_000
+
+
+@pytest.mark.parametrize("server", ["gateway_grpc", "runtime_grpc"])
+def test_grpc_long_names_are_clipped_in_status_details(server: str, request: pytest.FixtureRequest) -> None:
+    """A 100 KB model or input name comes back as the real error (NOT_FOUND / INVALID_ARGUMENT) with its
+    name clipped, not as RESOURCE_EXHAUSTED from the client's 16 KiB metadata limit."""
+    channel, stub = _grpc_stub(request.getfixturevalue(server))
+    unknown_model = pb.ModelInferRequest(model_name=LONG_NAME)
+    unknown_input = pb.ModelInferRequest(model_name="transformer")
+    unknown_input.inputs.add(name=LONG_NAME, datatype="INT32", shape=[1, 16])
+    unknown_input.raw_input_contents.append(b"\0" * 64)
+    cases = [
+        (stub.ModelInfer, unknown_model, grpc.StatusCode.NOT_FOUND),
+        (stub.ModelMetadata, pb.ModelMetadataRequest(name=LONG_NAME), grpc.StatusCode.NOT_FOUND),
+        (stub.ModelInfer, unknown_input, grpc.StatusCode.INVALID_ARGUMENT),
+    ]
+    with channel:
+        for call, message, code in cases:
+            with pytest.raises(grpc.RpcError) as info:
+                call(message, timeout=30)
+            assert info.value.code() == code, info.value.details()
+            assert "(100000 characters)" in info.value.details()
+            assert len(info.value.details()) < 1024
+
+
+@pytest.mark.parametrize("server", ["gateway_http", "runtime_http"])
+def test_rest_long_output_name_is_clipped_in_the_error(server: str, request: pytest.FixtureRequest) -> None:
+    """A 100 KB requested output name is a 400 whose body quotes the start of it, not the whole name."""
+    body = orjson.dumps({"inputs": [_tokens_input()], "outputs": [{"name": LONG_NAME}]})
+    response = _post(request.getfixturevalue(server), body, {"content-type": "application/json"})
+    assert response.status_code == 400
+    assert "(100000 characters)" in response.json()["error"]
+    assert len(response.content) < 1024
+
+
+@pytest.mark.parametrize("server", ["gateway_http", "runtime_http"])
+def test_unserved_extensions_are_refused_and_not_advertised(
+    server: str, request: pytest.FixtureRequest
+) -> None:
+    """A request asking for shared memory is a 400 naming the parameter; /v2 lists neither shared memory
+    nor classification among its extensions."""
+    url = request.getfixturevalue(server)
+    tokens = _tokens_input(parameters={"shared_memory_region": "input0"})
+    response = _post(url, orjson.dumps({"inputs": [tokens]}), {"content-type": "application/json"})
+    assert response.status_code == 400
+    assert "shared_memory_region" in response.json()["error"]
+    extensions = httpx.get(f"http://{url}/v2", timeout=10).json()["extensions"]
+    assert not [e for e in extensions if "shared_memory" in e or "classification" in e]

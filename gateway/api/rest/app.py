@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect
 from gateway.api.admission import InFlightLimit
 from gateway.api.deadline import deadline_from
 from gateway.codecs.v2 import rest as codec
-from gateway.errors import ErrorCode, GatewayError, InvalidRequest, PayloadTooLarge
+from gateway.errors import ErrorCode, GatewayError, InvalidRequest, PayloadTooLarge, clip
 from gateway.server import InferenceServer
 from gateway.types import RequestContext
 
@@ -87,15 +87,17 @@ def _decoded(body: bytes, encoding: str | None, limit: int) -> bytes:
 
 
 def _header_length(request: Request) -> int | None:
+    """The header's decimal value. Python's `int()` would also take "+108", " 108" or "1_08": refused, as
+    the protocol says decimal digits and another server behind us may read them differently."""
     raw = request.headers.get(HEADER_LENGTH)
     if raw is None:
         return None
-    try:
-        return int(raw)
-    except ValueError:
+    if not (raw.isascii() and raw.isdigit()):
         raise InvalidRequest(
-            f"header Inference-Header-Content-Length must be an integer, got '{raw}'"
-        ) from None
+            "header Inference-Header-Content-Length must be a non-negative decimal integer, "
+            f"got '{clip(raw)}'"
+        )
+    return int(raw)
 
 
 def create_app(
@@ -119,9 +121,9 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
-            return _error(404, f"no such endpoint: {request.method} {request.url.path}")
+            return _error(404, f"no such endpoint: {clip(request.method)} {clip(request.url.path)}")
         if exc.status_code == 405:
-            return _error(405, f"method {request.method} not allowed on {request.url.path}")
+            return _error(405, f"method {clip(request.method)} not allowed on {clip(request.url.path)}")
         return _error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)

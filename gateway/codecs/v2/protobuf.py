@@ -16,18 +16,20 @@ from typing import Any, Final
 import numpy as np
 from google.protobuf.internal.containers import MessageMap
 
+from gateway.codecs.v2.extensions import refuse_unserved
 from gateway.codecs.v2.tensors import (
     INT64_MAX,
     check_datatype,
     check_shape,
     config_type,
     datatype_from_config_type,
+    owner,
     reshape,
     tensor_from_buffer,
     tensor_to_buffer,
 )
 from gateway.datatypes import ALL_DATATYPES, NUMPY_DTYPES
-from gateway.errors import BackendError, InvalidRequest
+from gateway.errors import BackendError, InvalidRequest, clip
 from gateway.proto import inference_pb2 as pb
 from gateway.types import (
     InferenceRequest,
@@ -78,12 +80,14 @@ def request_from_proto(msg: pb.ModelInferRequest) -> InferenceRequest:
         seen: set[str] = set()
         for requested in msg.outputs:
             if requested.name in seen:
-                raise InvalidRequest(f"requested output '{requested.name}' appears more than once")
+                raise InvalidRequest(f"requested output '{clip(requested.name)}' appears more than once")
             seen.add(requested.name)
             outputs.append(RequestedOutput(requested.name, parameters_from_proto(requested.parameters)))
-    return InferenceRequest(
+    request = InferenceRequest(
         msg.model_name, inputs, msg.model_version, msg.id, outputs, parameters_from_proto(msg.parameters)
     )
+    refuse_unserved(request)
+    return request
 
 
 def response_to_proto(
@@ -268,14 +272,16 @@ def _tensors(
         if not name:
             raise InvalidRequest(f"{role}s[{index}]: missing 'name'")
         if name in seen:
-            raise InvalidRequest(f"{role} '{name}' appears more than once")
+            raise InvalidRequest(f"{owner(role, name)} appears more than once")
         seen.add(name)
         if not item.datatype:
-            raise InvalidRequest(f"{role} '{name}': missing 'datatype'")
+            raise InvalidRequest(f"{owner(role, name)}: missing 'datatype'")
         if raw:
             # An empty `contents` message next to raw contents is harmless; data in both is ambiguous.
             if item.HasField("contents") and item.contents.ByteSize() > 0:
-                raise InvalidRequest(f"{role} '{name}': sets 'contents' although raw_{role}_contents is used")
+                raise InvalidRequest(
+                    f"{owner(role, name)}: sets 'contents' although raw_{role}_contents is used"
+                )
             # Checks the datatype and shape itself (this is the hot path: no second check here).
             tensor = tensor_from_buffer(name, item.datatype, item.shape, raw[index], role=role)
         else:
@@ -292,13 +298,21 @@ def _from_contents(
 ) -> Tensor:
     spec = _CONTENTS.get(datatype)
     if spec is None:  # FP16 / BF16 have no typed field
-        raise InvalidRequest(f"{role} '{name}': {datatype} data must be sent in raw_{role}_contents")
+        raise InvalidRequest(f"{owner(role, name)}: {datatype} data must be sent in raw_{role}_contents")
     field, wire_dtype = spec
+    given = [descriptor.name for descriptor, _ in contents.ListFields()]
+    if len(given) > 1:
+        raise InvalidRequest(
+            f"{owner(role, name)}: sets more than one typed contents field ({', '.join(given)})"
+        )
+    if given and given[0] != field:
+        raise InvalidRequest(f"{owner(role, name)}: {datatype} data goes in {field}, not {given[0]}")
     values: Sequence[Any] = getattr(contents, field)
     count = math.prod(shape)
     if len(values) != count:
         raise InvalidRequest(
-            f"{role} '{name}': expected {count} values in {field} for shape {list(shape)}, got {len(values)}"
+            f"{owner(role, name)}: expected {count} values in {field} for shape {list(shape)}, "
+            f"got {len(values)}"
         )
     if datatype == "BYTES":
         array = np.empty(count, dtype=object)
@@ -309,7 +323,7 @@ def _from_contents(
     if dtype != wire_dtype and count:
         info = np.iinfo(dtype)
         if wide.min() < info.min or wide.max() > info.max:
-            raise InvalidRequest(f"{role} '{name}': a value in {field} is out of range for {datatype}")
+            raise InvalidRequest(f"{owner(role, name)}: a value in {field} is out of range for {datatype}")
         wide = wide.astype(dtype)
     return Tensor(name, datatype, shape, reshape(name, wide, shape, role=role))
 
@@ -334,5 +348,5 @@ def _config_io_from_proto(
     try:
         datatype = datatype_from_config_type(pb.DataType.Name(data_type))
     except ValueError as exc:  # TYPE_INVALID, or a number this build of the enum does not know
-        raise BackendError(f"model config {role} '{name}': {exc}") from None
+        raise BackendError(f"model config {owner(role, name)}: {exc}") from None
     return TensorMetadata(name, datatype, tuple(dims))

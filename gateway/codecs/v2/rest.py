@@ -20,6 +20,7 @@ from typing import Any, Final
 import numpy as np
 import orjson
 
+from gateway.codecs.v2.extensions import refuse_unserved
 from gateway.codecs.v2.rest_metadata import (
     error_body,
     model_config_from_json,
@@ -35,8 +36,11 @@ from gateway.codecs.v2.tensors import (
     tensor_from_list,
     tensor_to_buffer,
 )
+from gateway.codecs.v2.tensors import (
+    owner as tensor_owner,
+)
 from gateway.datatypes import element_size
-from gateway.errors import BackendError, InvalidRequest
+from gateway.errors import BackendError, InvalidRequest, clip
 from gateway.types import (
     InferenceRequest,
     InferenceResponse,
@@ -102,11 +106,15 @@ def decode_infer_request(
     parameters = _parameters(doc.get("parameters"), "request")
     if "inputs" not in doc:
         raise InvalidRequest("request has no 'inputs'")
+    _require_bool(parameters, "binary_data_output", "request")
     inputs = _tensors(doc["inputs"], "input", blobs)
     blobs.finish()
-    return InferenceRequest(
-        model_name, inputs, model_version, request_id, _requested_outputs(doc.get("outputs")), parameters
-    )
+    outputs = _requested_outputs(doc.get("outputs"))
+    for output in outputs or ():
+        _require_bool(output.parameters, "binary_data", tensor_owner("requested output", output.name))
+    request = InferenceRequest(model_name, inputs, model_version, request_id, outputs, parameters)
+    refuse_unserved(request)
+    return request
 
 
 def complete_raw_request(
@@ -130,7 +138,7 @@ def complete_raw_request(
     metas = [input_meta] if isinstance(input_meta, TensorMetadata) else list(input_meta)
     if len(metas) != 1:
         raise InvalidRequest(
-            f"a raw binary request needs a single-input model; model '{request.model_name}' "
+            f"a raw binary request needs a single-input model; model '{clip(request.model_name)}' "
             f"has {len(metas)} inputs"
         )
     meta = metas[0]
@@ -295,7 +303,7 @@ def _tensors(items: Any, role: str, blobs: _Blobs) -> list[Tensor]:
         name = item.get("name")
         if not isinstance(name, str):
             raise InvalidRequest(f"{role}s[{index}]: missing 'name' (a string)")
-        owner = f"{role} '{name}'"
+        owner = tensor_owner(role, name)
         if name in seen:
             raise InvalidRequest(f"{owner} appears more than once")
         seen.add(name)
@@ -333,10 +341,10 @@ def _requested_outputs(items: Any) -> list[RequestedOutput] | None:
             raise InvalidRequest(f"outputs[{index}]: must be an object with a 'name' string")
         name = item["name"]
         if name in seen:
-            raise InvalidRequest(f"requested output '{name}' appears more than once")
+            raise InvalidRequest(f"requested output '{clip(name)}' appears more than once")
         seen.add(name)
         outputs.append(
-            RequestedOutput(name, _parameters(item.get("parameters"), f"requested output '{name}'"))
+            RequestedOutput(name, _parameters(item.get("parameters"), f"requested output '{clip(name)}'"))
         )
     return outputs
 
@@ -348,8 +356,14 @@ def _parameters(value: Any, owner: str) -> Parameters:
         raise InvalidRequest(f"{owner}: 'parameters' must be an object")
     for key, item in value.items():
         if not isinstance(item, _SCALARS):
-            raise InvalidRequest(f"{owner}: parameter '{key}' must be a string, number or boolean")
+            raise InvalidRequest(f"{owner}: parameter '{clip(key)}' must be a string, number or boolean")
     return dict(value)
+
+
+def _require_bool(parameters: Parameters, key: str, owner: str) -> None:
+    """The binary extension's flags are JSON booleans; "true", "yes" or 1 would be read as false."""
+    if key in parameters and not isinstance(parameters[key], bool):
+        raise InvalidRequest(f"{owner}: parameter '{key}' must be a boolean (true or false)")
 
 
 def _encode_tensors(

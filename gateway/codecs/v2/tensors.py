@@ -19,7 +19,7 @@ from typing import Any, Final
 import numpy as np
 
 from gateway.datatypes import JSON_FORBIDDEN, NUMPY_DTYPES
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, clip
 from gateway.types import Tensor
 
 INT64_MAX: Final = 2**63 - 1
@@ -52,30 +52,36 @@ def check_shape(name: str, shape: Any, *, role: str = "input") -> tuple[int, ...
     """
     # Sequence admits protobuf repeated fields as well as JSON lists.
     if not isinstance(shape, Sequence) or isinstance(shape, str | bytes):
-        raise InvalidRequest(f"{role} '{name}': 'shape' must be a list of integers, got {_json_type(shape)}")
+        raise InvalidRequest(
+            f"{owner(role, name)}: 'shape' must be a list of integers, got {_json_type(shape)}"
+        )
     dims = tuple(shape)
     for dim in dims:
         # `type(...) is int` rejects bool (JSON true) and floats such as 2.0 in one test; numpy
         # integers only come from our own callers (shapes computed with numpy) and are accepted.
         if type(dim) is not int:
             if not isinstance(dim, np.integer):
-                raise InvalidRequest(f"{role} '{name}': shape {_fmt_shape(dims)} has a non-integer dimension")
+                raise InvalidRequest(
+                    f"{owner(role, name)}: shape {_fmt_shape(dims)} has a non-integer dimension"
+                )
             return check_shape(name, [int(d) if isinstance(d, np.integer) else d for d in dims], role=role)
         if dim < 0:
-            raise InvalidRequest(f"{role} '{name}': shape {_fmt_shape(dims)} has a negative dimension")
+            raise InvalidRequest(f"{owner(role, name)}: shape {_fmt_shape(dims)} has a negative dimension")
         if dim > INT64_MAX:
-            raise InvalidRequest(f"{role} '{name}': shape {_fmt_shape(dims)} has a dimension beyond int64")
+            raise InvalidRequest(
+                f"{owner(role, name)}: shape {_fmt_shape(dims)} has a dimension beyond int64"
+            )
     return dims
 
 
 def check_datatype(name: str, datatype: Any, *, role: str = "input") -> np.dtype:
     """The numpy dtype of an OIP datatype name; `InvalidRequest` naming the tensor if it is unknown."""
     if not isinstance(datatype, str):
-        raise InvalidRequest(f"{role} '{name}': 'datatype' must be a string, got {_json_type(datatype)}")
+        raise InvalidRequest(f"{owner(role, name)}: 'datatype' must be a string, got {_json_type(datatype)}")
     try:
         return NUMPY_DTYPES[datatype]
     except KeyError:
-        raise InvalidRequest(f"{role} '{name}': unknown datatype '{datatype[:32]}'") from None
+        raise InvalidRequest(f"{owner(role, name)}: unknown datatype '{datatype[:32]}'") from None
 
 
 def tensor_from_buffer(
@@ -111,7 +117,7 @@ def tensor_from_buffer(
     expected = count * dtype.itemsize
     if nbytes != expected:
         raise InvalidRequest(
-            f"{role} '{name}': expected {expected} bytes for shape {_fmt_shape(dims)} of {datatype}, "
+            f"{owner(role, name)}: expected {expected} bytes for shape {_fmt_shape(dims)} of {datatype}, "
             f"got {nbytes}"
         )
     if datatype == "BOOL":
@@ -162,10 +168,11 @@ def tensor_from_list(
     dtype = check_datatype(name, datatype, role=role)
     if datatype in JSON_FORBIDDEN:
         raise InvalidRequest(
-            f"{role} '{name}': {datatype} cannot be sent as JSON data; use the binary tensor data extension"
+            f"{owner(role, name)}: {datatype} cannot be sent as JSON data; "
+            "use the binary tensor data extension"
         )
     if not isinstance(data, list):
-        raise InvalidRequest(f"{role} '{name}': 'data' must be an array, got {_json_type(data)}")
+        raise InvalidRequest(f"{owner(role, name)}: 'data' must be an array, got {_json_type(data)}")
     count = math.prod(dims)
     if datatype == "BYTES":
         array = _bytes_from_list(name, data, role)
@@ -173,7 +180,7 @@ def tensor_from_list(
         array = _numbers_from_list(name, datatype, dtype, data, role)
     if array.size != count:
         raise InvalidRequest(
-            f"{role} '{name}': expected {count} elements for shape {_fmt_shape(dims)}, got {array.size}"
+            f"{owner(role, name)}: expected {count} elements for shape {_fmt_shape(dims)}, got {array.size}"
         )
     return Tensor(name, datatype, dims, reshape(name, array, dims, role=role))
 
@@ -189,7 +196,7 @@ def reshape(name: str, data: np.ndarray, dims: tuple[int, ...], *, role: str = "
         return data.reshape(dims)
     except ValueError:
         raise InvalidRequest(
-            f"{role} '{name}': shape {_fmt_shape(dims)} cannot be represented "
+            f"{owner(role, name)}: shape {_fmt_shape(dims)} cannot be represented "
             f"({len(dims)} dimensions, or dimensions too large even for an empty tensor)"
         ) from None
 
@@ -230,33 +237,44 @@ def _numbers_from_list(name: str, datatype: str, dtype: np.dtype, data: list[Any
     try:
         inferred = np.asarray(data)
     except (ValueError, TypeError, OverflowError):
-        raise InvalidRequest(f"{role} '{name}': 'data' is not a rectangular array of numbers") from None
+        raise InvalidRequest(f"{owner(role, name)}: 'data' is not a rectangular array of numbers") from None
     if inferred.size == 0:
         return np.empty(0, dtype=dtype)
+    if datatype != "BOOL" and inferred.dtype.kind != "b" and _holds_bool(data):
+        # numpy reads true/false beside numbers as 1/0; a client sending them has made a mistake.
+        raise InvalidRequest(f"{owner(role, name)}: {datatype} data must be numbers, not true/false")
     if inferred.dtype.kind == "f" and _ACCEPTED_KINDS[datatype] == "iu":
         # numpy infers float64 when ints span both the int64 and the uint64 range ([0, 2**64 - 1]);
         # recheck such data exactly instead of rejecting it or losing precision.
         return _exact_integers(name, datatype, dtype, data, role)
     if inferred.dtype.kind not in _ACCEPTED_KINDS[datatype]:
         wanted = {"b": "true/false", "iu": "integers"}.get(_ACCEPTED_KINDS[datatype], "numbers")
-        raise InvalidRequest(f"{role} '{name}': {datatype} data must be {wanted}")
+        raise InvalidRequest(f"{owner(role, name)}: {datatype} data must be {wanted}")
     if dtype.kind in "iu" and inferred.dtype != dtype:
         info = np.iinfo(dtype)
         if inferred.min() < info.min or inferred.max() > info.max:
-            raise InvalidRequest(f"{role} '{name}': a value is out of range for {datatype}")
+            raise InvalidRequest(f"{owner(role, name)}: a value is out of range for {datatype}")
     # Overflow to inf for huge FP values mirrors what any float parser does; do not warn about it.
     with np.errstate(over="ignore"):
         return inferred.astype(dtype, copy=False).reshape(-1)
 
 
+def _holds_bool(items: list[Any]) -> bool:
+    """Whether a JSON boolean is anywhere in (nested) `items`: `type` is mapped in C, one set per list."""
+    kinds = set(map(type, items))
+    if bool in kinds:
+        return True
+    return list in kinds and any(_holds_bool(item) for item in items if type(item) is list)
+
+
 def _exact_integers(name: str, datatype: str, dtype: np.dtype, data: Any, role: str) -> np.ndarray:
     exact = np.asarray(data, dtype=object).reshape(-1)
     if not all(type(value) is int for value in exact):  # a slow path, taken only for floats or huge ints
-        raise InvalidRequest(f"{role} '{name}': {datatype} data must be integers")
+        raise InvalidRequest(f"{owner(role, name)}: {datatype} data must be integers")
     try:
         return exact.astype(dtype)
     except OverflowError:
-        raise InvalidRequest(f"{role} '{name}': a value is out of range for {datatype}") from None
+        raise InvalidRequest(f"{owner(role, name)}: a value is out of range for {datatype}") from None
 
 
 def _bytes_from_list(name: str, data: list[Any], role: str) -> np.ndarray:
@@ -280,11 +298,11 @@ def _flatten_strings(name: str, items: list[Any], out: list[bytes], role: str) -
         elif type(item) is list:
             shape = _flatten_strings(name, item, out, role)
         else:
-            raise InvalidRequest(f"{role} '{name}': BYTES data must be strings, got {_json_type(item)}")
+            raise InvalidRequest(f"{owner(role, name)}: BYTES data must be strings, got {_json_type(item)}")
         if inner is None:
             inner = shape
         elif shape != inner:
-            raise InvalidRequest(f"{role} '{name}': 'data' is ragged (nested lists of different lengths)")
+            raise InvalidRequest(f"{owner(role, name)}: 'data' is ragged (nested lists of different lengths)")
     return (len(items), *(inner or ()))
 
 
@@ -300,20 +318,22 @@ def _split_bytes(
     for index in range(count):
         if offset + 4 > end:
             raise InvalidRequest(
-                f"{role} '{name}': BYTES data holds {index} elements, shape {_fmt_shape(dims)} needs {count}"
+                f"{owner(role, name)}: BYTES data holds {index} elements, "
+                f"shape {_fmt_shape(dims)} needs {count}"
             )
         (length,) = unpack(raw, offset)
         offset += 4
         stop = offset + length
         if stop > end:
             raise InvalidRequest(
-                f"{role} '{name}': BYTES element {index} claims {length} bytes but only {end - offset} remain"
+                f"{owner(role, name)}: BYTES element {index} claims {length} bytes "
+                f"but only {end - offset} remain"
             )
         append(raw[offset:stop])
         offset = stop
     if offset != end:
         raise InvalidRequest(
-            f"{role} '{name}': {end - offset} bytes left over after the {count} BYTES elements "
+            f"{owner(role, name)}: {end - offset} bytes left over after the {count} BYTES elements "
             f"of shape {_fmt_shape(dims)}"
         )
     array = np.empty(count, dtype=object)
@@ -340,6 +360,11 @@ def _as_bytes(item: Any) -> bytes:
     if isinstance(item, str):
         return item.encode("utf-8")
     raise TypeError(f"BYTES element of type {type(item).__name__} is neither bytes nor str")
+
+
+def owner(role: str, name: str) -> str:
+    """How messages name a tensor: its role and its (clipped: it comes from the client) name."""
+    return f"{role} '{clip(name)}'"
 
 
 def _fmt_shape(dims: Sequence[Any]) -> str:

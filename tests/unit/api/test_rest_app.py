@@ -138,3 +138,27 @@ async def test_requests_past_max_in_flight_are_refused_429_but_probes_are_not() 
         assert (await first).status_code == 200
         assert (await client.post("/v2/models/m/infer", content=BODY)).status_code == 200
     assert server.rejected == [("m", "rest", "RESOURCE_EXHAUSTED")]
+
+
+@pytest.mark.parametrize("value", ["+14", "1_4", "14.0", "0x0e", "1\u00b2"])
+async def test_header_length_must_be_decimal_digits(value: str) -> None:
+    """Inference-Header-Content-Length that int() would take but is not plain decimal digits is a 400
+    naming the header (a server behind us may read "+14" differently)."""
+    async with _client(FakeServer()) as client:
+        reply = await client.post(
+            "/v2/models/m/infer",
+            content=BODY,
+            headers={"inference-header-content-length": value.encode("latin-1")},
+        )
+    assert reply.status_code == 400
+    assert "Inference-Header-Content-Length must be a non-negative decimal integer" in reply.json()["error"]
+
+
+async def test_long_path_is_clipped_in_the_404() -> None:
+    """A 60 KB unknown path is not echoed whole: the error quotes its start and its length."""
+    path = "/v2/" + "p" * 60_000
+    async with _client(FakeServer()) as client:
+        reply = await client.get(path)
+    assert reply.status_code == 404
+    error = reply.json()["error"]
+    assert len(error) < 400 and f"({len(path)} characters)" in error

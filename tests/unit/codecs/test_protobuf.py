@@ -108,12 +108,12 @@ def test_request_fields_and_parameters_preserved() -> None:
     parameters_to_proto({"flag": True}, entry.parameters)
     msg.inputs.append(entry)
     out = msg.outputs.add(name="y")
-    parameters_to_proto({"classification": 3}, out.parameters)
+    parameters_to_proto({"top_k": 3}, out.parameters)
     msg.outputs.add(name="z")
     request = request_from_proto(msg)
     assert request.parameters == {"priority": 2, "tag": "t"}
     assert request.inputs[0].parameters == {"flag": True}
-    assert request.outputs == [RequestedOutput("y", {"classification": 3}), RequestedOutput("z")]
+    assert request.outputs == [RequestedOutput("y", {"top_k": 3}), RequestedOutput("z")]
 
 
 def test_request_without_outputs() -> None:
@@ -192,6 +192,13 @@ def _raw_request(*entries: tuple[str, str, list[int]], raw: list[bytes]) -> pb.M
     return msg
 
 
+def _with_parameter(role: str, key: str) -> pb.ModelInferRequest:
+    msg = _raw_request(("x", "INT32", [1]), raw=[b"\0" * 4])
+    target = msg.inputs[0] if role == "input" else msg.outputs.add(name="y")
+    parameters_to_proto({key: 1}, target.parameters)
+    return msg
+
+
 def _with_contents_and_raw() -> pb.ModelInferRequest:
     msg = _raw_request(("x", "INT32", [1]), raw=[b"\0" * 4])
     msg.inputs[0].contents.int_contents.append(1)
@@ -248,7 +255,52 @@ MALFORMED: list[tuple[str, pb.ModelInferRequest, str]] = [
                 )
             ]
         ),
-        "input 'x': expected 1 values in int_contents",
+        "input 'x': INT32 data goes in int_contents, not fp32_contents",
+    ),
+    (
+        "typed-two-fields",
+        pb.ModelInferRequest(
+            inputs=[
+                pb.ModelInferRequest.InferInputTensor(
+                    name="x",
+                    datatype="INT32",
+                    shape=[1],
+                    contents=pb.InferTensorContents(int_contents=[1], fp32_contents=[1.0]),
+                )
+            ]
+        ),
+        r"input 'x': sets more than one typed contents field \(int_contents, fp32_contents\)",
+    ),
+    (
+        "typed-other-field-on-empty",
+        pb.ModelInferRequest(
+            inputs=[
+                pb.ModelInferRequest.InferInputTensor(
+                    name="x", datatype="INT32", shape=[0], contents=pb.InferTensorContents(fp64_contents=[1])
+                )
+            ]
+        ),
+        "input 'x': INT32 data goes in int_contents, not fp64_contents",
+    ),
+    (
+        "input-shared-memory",
+        _with_parameter("input", "shared_memory_region"),
+        "input 'x': parameter 'shared_m",
+    ),
+    (
+        "output-shared-memory",
+        _with_parameter("output", "shared_memory_byte_size"),
+        "requested output 'y': parameter 'shared_memory_byte_size' asks for the shared-memory extension",
+    ),
+    (
+        "output-classification",
+        _with_parameter("output", "classification"),
+        "requested output 'y': parameter 'classification' asks for the classification extension",
+    ),
+    (
+        "long-name-clipped",
+        _raw_request(("x" * 100_000, "FP8", [1]), raw=[b"\0"]),
+        r"^input 'x{256}\.\.\. \(100000 characters\)': unknown datatype 'FP8'$",
     ),
     (
         "no-data",

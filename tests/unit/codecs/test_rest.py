@@ -160,6 +160,16 @@ MALFORMED_REQUESTS: list[tuple[str, tuple[bytes, int | None], str]] = [
     ),
     ("data-count", _json({"inputs": [_input(data=[1, 2, 3])]}), "input 'x': expected 6 elements"),
     ("data-type", _json({"inputs": [_input(data=["a"] * 6)]}), "input 'x': FP32 data must be numbers"),
+    (
+        "data-bool-in-fp32",
+        _json({"inputs": [_input(data=[1.5, True, 0, 1, 2, 3])]}),
+        "input 'x': FP32 data .*true/false",
+    ),
+    (
+        "data-bool-nested-in-int",
+        _json({"inputs": [_input(datatype="INT32", data=[[1, 2, 3], [4, 5, False]])]}),
+        "input 'x': INT32 data must be numbers, not true/false",
+    ),
     ("data-null", _json({"inputs": [_input(data=None)]}), "input 'x': 'data' must be an array, got null"),
     ("bf16-json", _json({"inputs": [_input(datatype="BF16")]}), "input 'x': BF16 cannot be sent as JSON"),
     (
@@ -254,6 +264,44 @@ MALFORMED_REQUESTS: list[tuple[str, tuple[bytes, int | None], str]] = [
         "duplicate-output",
         _json({"inputs": [], "outputs": [{"name": "y"}, {"name": "y"}]}),
         "requested output 'y' appears more than once",
+    ),
+    *[
+        (
+            f"binary-data-output-{value!r}",
+            _json({"parameters": {"binary_data_output": value}, "inputs": []}),
+            "request: parameter 'binary_data_output' must be a boolean",
+        )
+        for value in ("true", "yes", 1)
+    ],
+    *[
+        (
+            f"binary-data-{value!r}",
+            _json({"inputs": [], "outputs": [{"name": "y", "parameters": {"binary_data": value}}]}),
+            "requested output 'y': parameter 'binary_data' must be a boolean",
+        )
+        for value in ("true", 1)
+    ],
+    *[
+        (
+            f"{role}-{key}",
+            _json(
+                {"inputs": [_input(parameters={key: 1})]}
+                if role == "input"
+                else {"inputs": [], "outputs": [{"name": "y", "parameters": {key: 1}}]}
+            ),
+            f"{'input' if role == 'input' else 'requested output'} '[xy]': parameter '{key}' asks for the",
+        )
+        for role, key in (
+            ("input", "shared_memory_region"),
+            ("input", "shared_memory_offset"),
+            ("output", "shared_memory_byte_size"),
+            ("output", "classification"),
+        )
+    ],
+    (
+        "long-output-name-clipped",
+        _json({"inputs": [], "outputs": [{"name": "y" * 100_000}, {"name": "y" * 100_000}]}),
+        r"^requested output 'y{256}\.\.\. \(100000 characters\)' appears more than once$",
     ),
     (
         "output-parameter-not-scalar",
