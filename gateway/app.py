@@ -27,7 +27,6 @@ import os
 import queue
 import signal
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -45,6 +44,7 @@ from gateway.backends import Backend, build_backend
 from gateway.core.cluster import Cluster
 from gateway.core.dataplane import DataPlane
 from gateway.core.routing import Router
+from gateway.logs import configure_logging
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings, ListenerSettings
 
@@ -240,11 +240,7 @@ def serve(settings: GatewaySettings) -> int:
 
 def _worker_main(settings: GatewaySettings, index: int, events: Any, log_level: int) -> None:
     """A worker process: the full stack on shared ports; reports readiness to the parent."""
-    logging.basicConfig(
-        level=log_level,
-        stream=sys.stderr,
-        format=f"%(asctime)s %(levelname)s [worker {index}] %(name)s: %(message)s",
-    )
+    configure_logging(log_level, f"%(asctime)s %(levelname)s [worker {index}] %(name)s: %(message)s")
     try:
         run_in_loop(
             run(

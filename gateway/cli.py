@@ -8,12 +8,12 @@ stderr in one message, without a traceback, with exit status 2.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gateway.errors import ConfigError
+from gateway.logs import configure_logging
 
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
@@ -36,11 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"gateway: invalid configuration:\n{exc}", file=sys.stderr)
         return EXIT_CONFIG
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level)
     try:
         return serve(settings)
     except OSError as exc:  # a port in use, an address that does not exist

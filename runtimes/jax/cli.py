@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import uvicorn
 from prometheus_client import start_http_server
 
+from gateway.logs import configure_logging
 from runtimes.jax.repository import DEFAULT_POLICY, VersionPolicy
 
 _log = logging.getLogger("runtimes.jax")
@@ -91,11 +91,7 @@ def _non_negative(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level)
     if args.command == "export-examples":
         from runtimes.jax.examples import export_examples
 

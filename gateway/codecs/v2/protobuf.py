@@ -26,7 +26,7 @@ from gateway.codecs.v2.tensors import (
     owner,
     reshape,
     tensor_from_buffer,
-    tensor_to_buffer,
+    wire_bytes,
 )
 from gateway.datatypes import ALL_DATATYPES, NUMPY_DTYPES
 from gateway.errors import BackendError, InvalidRequest, clip
@@ -112,7 +112,7 @@ def response_to_proto(
     for tensor in outputs:
         entry = msg.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         parameters_to_proto(tensor.parameters, entry.parameters)
-    msg.raw_output_contents.extend([tensor_to_buffer(t) for t in outputs])
+    msg.raw_output_contents.extend([wire_bytes(t) for t in outputs])
     return msg
 
 
@@ -127,7 +127,7 @@ def request_to_proto(request: InferenceRequest) -> pb.ModelInferRequest:
     for tensor in request.inputs:
         entry = msg.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         parameters_to_proto(tensor.parameters, entry.parameters)
-    msg.raw_input_contents.extend([tensor_to_buffer(t) for t in request.inputs])
+    msg.raw_input_contents.extend([wire_bytes(t) for t in request.inputs])
     for output in request.outputs or ():
         entry_out = msg.outputs.add(name=output.name)
         parameters_to_proto(

@@ -368,9 +368,9 @@ def _require_bool(parameters: Parameters, key: str, owner: str) -> None:
 
 def _encode_tensors(
     tensors: list[Tensor], binary_for: Callable[[Tensor], bool]
-) -> tuple[list[dict[str, Any]], list[bytes]]:
+) -> tuple[list[dict[str, Any]], list[bytes | memoryview]]:
     entries: list[dict[str, Any]] = []
-    blobs: list[bytes] = []
+    blobs: list[bytes | memoryview] = []
     for tensor in tensors:
         entry: dict[str, Any] = {
             "name": tensor.name,
@@ -400,7 +400,7 @@ def _requested_output_entry(output: RequestedOutput) -> dict[str, Any]:
     return entry
 
 
-def _frame(doc: dict[str, Any], blobs: list[bytes]) -> tuple[bytes, int | None]:
+def _frame(doc: dict[str, Any], blobs: list[bytes | memoryview]) -> tuple[bytes, int | None]:
     header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:
         return header, None

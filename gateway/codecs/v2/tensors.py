@@ -129,11 +129,15 @@ def tensor_from_buffer(
     return Tensor(name, datatype, dims, reshape(name, array, dims, role=role))
 
 
-def tensor_to_buffer(tensor: Tensor) -> bytes:
+def tensor_to_buffer(tensor: Tensor) -> bytes | memoryview:
     """The binary wire form of a tensor: little-endian row-major; BYTES with 4-byte LE length prefixes.
 
     Data of another dtype is converted to the datatype's dtype (ml_dtypes bfloat16 is reinterpreted,
     not converted, for BF16); BYTES elements may be `bytes` or `str` (UTF-8 encoded).
+
+    Nothing is copied when the data is already in wire form: a tensor decoded from wire bytes gets those
+    very bytes back (what protobuf fields need), other C-contiguous data a read-only memoryview over it
+    (enough for `b"".join`). Use `wire_bytes` where only `bytes` will do.
     """
     data = tensor.data
     if tensor.datatype == "BYTES":
@@ -144,7 +148,26 @@ def tensor_to_buffer(tensor: Tensor) -> bytes:
             data = data.view(dtype)  # bfloat16 (or any 2-byte type) already holds the bit patterns
         else:
             data = data.astype(dtype)
-    return data.tobytes()
+    if not data.flags.c_contiguous:
+        return data.tobytes()
+    base = _buffer_owner(data)
+    if type(base) is bytes and len(base) == data.nbytes:
+        return base  # contiguous and as long as its buffer: the array is that whole buffer
+    return data.reshape(-1).data.cast("B").toreadonly()  # contiguous: reshape(-1) is a view
+
+
+def wire_bytes(tensor: Tensor) -> bytes:
+    """`tensor_to_buffer` as `bytes`: a copy only when the data is not already wire bytes."""
+    buf = tensor_to_buffer(tensor)
+    return buf if type(buf) is bytes else bytes(buf)
+
+
+def _buffer_owner(data: np.ndarray) -> object:
+    """The object whose memory an array views (reshapes and views chain through `.base`)."""
+    base: object = data
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    return base
 
 
 def tensor_from_list(

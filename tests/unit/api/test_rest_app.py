@@ -107,7 +107,7 @@ async def test_request_cancelled_by_shutdown_gets_protocol_503() -> None:
         return next(messages)
 
     task = asyncio.create_task(_call(create_app(server), receive))
-    await server.called.wait()
+    await asyncio.wait_for(server.called.wait(), 5)
     task.cancel()  # what uvicorn does to requests still running when the grace period ends
     sent = await task
     assert sent[0]["status"] == 503

@@ -113,7 +113,7 @@ async def test_closing_the_stream_cancels_running_requests() -> None:
 
     stream = answer_stream(_items(0, 1, then=keep_open), answer)
     assert await anext(stream) == 0
-    await started.wait()
+    await asyncio.wait_for(started.wait(), 5)
     await stream.aclose()
     assert cancelled.is_set()
 

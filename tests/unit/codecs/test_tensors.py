@@ -16,6 +16,7 @@ from gateway.codecs.v2.tensors import (
     tensor_from_buffer,
     tensor_from_list,
     tensor_to_buffer,
+    wire_bytes,
 )
 from gateway.errors import InvalidRequest
 from gateway.types import Tensor
@@ -76,6 +77,32 @@ def test_buffer_views_without_copy() -> None:
     tensor = tensor_from_buffer("x", "FP32", [2, 3], buf)
     assert not tensor.data.flags.writeable
     assert np.shares_memory(tensor.data, np.frombuffer(buf, dtype=np.uint8))
+
+
+def test_wire_bytes_are_forwarded_without_copy() -> None:
+    """A tensor decoded from wire bytes encodes back to those very bytes (forwarding copies nothing), and
+    other contiguous data to a read-only view of its own memory."""
+    buf = np.arange(6, dtype=np.float32).tobytes()
+    decoded = tensor_from_buffer("x", "FP32", [2, 3], buf)
+    assert tensor_to_buffer(decoded) is buf
+    assert wire_bytes(decoded) is buf
+    computed = np.arange(6, dtype=np.float32).reshape(2, 3)
+    view = tensor_to_buffer(Tensor("y", "FP32", (2, 3), computed))
+    assert isinstance(view, memoryview) and view.readonly
+    assert np.shares_memory(np.frombuffer(view, dtype=np.float32), computed)
+    assert wire_bytes(Tensor("y", "FP32", (2, 3), computed)) == computed.tobytes()
+
+
+def test_part_of_a_buffer_or_strided_data_encodes_its_own_elements() -> None:
+    """A view of part of a wire buffer, or a transposed array, gives its own elements in C order."""
+    buf = np.arange(8, dtype=np.int32).tobytes()
+    part = tensor_from_buffer("x", "INT32", [2], memoryview(buf)[8:16])
+    assert bytes(tensor_to_buffer(part)) == np.array([2, 3], dtype=np.int32).tobytes()
+    transposed = np.arange(6, dtype=np.int32).reshape(2, 3).T
+    assert (
+        tensor_to_buffer(Tensor("t", "INT32", (3, 2), transposed))
+        == np.ascontiguousarray(transposed).tobytes()
+    )
 
 
 def test_bool_bytes_normalised() -> None:

@@ -126,6 +126,13 @@ def make_version(root: Path, model: str, version: int | str) -> Path:
     return path
 
 
+async def started(runner: FakeRunner, seconds: float = 10.0) -> None:
+    """Waits until `runner` has started a batch; fails the test (not merely returns) if it never does."""
+    assert await asyncio.to_thread(runner.started.wait, seconds), (
+        f"{runner.name} started no batch in {seconds} s"
+    )
+
+
 async def eventually(condition: Callable[[], bool], seconds: float = 10.0) -> None:
     """Waits until `condition()` holds; fails the test after `seconds` rather than hanging."""
     async with asyncio.timeout(seconds):

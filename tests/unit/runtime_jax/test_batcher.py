@@ -12,7 +12,7 @@ import pytest
 from gateway.errors import DeadlineExceeded, ErrorCode, GatewayError, InvalidRequest, ModelNotReady
 from runtimes.jax.batcher import BatchRunner, DynamicBatcher
 from runtimes.jax.config import BatchingConfig, default_buckets
-from tests.unit.runtime_jax.fakes import POISON, FakeClock, FakeRunner, rows
+from tests.unit.runtime_jax.fakes import POISON, FakeClock, FakeRunner, rows, started
 
 LONG_MS = 60_000.0  # a delay no test waits out for real: flushes come from full batches or the fake clock
 
@@ -113,7 +113,7 @@ async def test_requests_arriving_while_the_device_is_busy_wait_for_company() -> 
     runner = FakeRunner(gate=gate)
     b = batcher(runner, max_batch=8, when_idle=True)
     first = asyncio.ensure_future(b.submit([rows(1)]))
-    await within(asyncio.to_thread(runner.started.wait, 10))
+    await started(runner)
     later = [asyncio.ensure_future(b.submit([rows(1, i)])) for i in (1, 2, 3)]
     await settle()
     assert b.queued_rows == 3  # the second slot holds them: the device is busy, the delay is long
@@ -130,7 +130,7 @@ async def test_instances_of_one_replica_share_the_device() -> None:
     runner = FakeRunner(gate=gate)
     b = batcher(runner, runner, max_batch=8, when_idle=True, depth=1)
     first = asyncio.ensure_future(b.submit([rows(1)]))
-    await within(asyncio.to_thread(runner.started.wait, 10))
+    await started(runner)
     second = asyncio.ensure_future(b.submit([rows(1, 1)]))
     await settle()
     assert b.queued_rows == 1 and runner.peak_running == 1
@@ -146,9 +146,9 @@ async def test_an_idle_device_takes_a_request_while_another_device_is_busy() -> 
     replicas = [FakeRunner("r0", gate=gate), FakeRunner("r1", gate=gate)]
     b = batcher(*replicas, when_idle=True)
     first = asyncio.ensure_future(b.submit([rows(1)]))
-    await within(asyncio.to_thread(replicas[0].started.wait, 10))
+    await started(replicas[0])
     second = asyncio.ensure_future(b.submit([rows(1, 1)]))
-    await within(asyncio.to_thread(replicas[1].started.wait, 10))
+    await started(replicas[1])
     gate.set()
     await within(asyncio.gather(first, second))
     await b.close()
@@ -161,16 +161,16 @@ async def test_a_request_waiting_on_a_busy_device_moves_to_one_that_goes_idle() 
     replicas = [FakeRunner("r0", gate=gates[0]), FakeRunner("r1", gate=gates[1])]
     b = batcher(*replicas, max_batch=8, when_idle=True)
     first = asyncio.ensure_future(b.submit([rows(1)]))
-    await within(asyncio.to_thread(replicas[0].started.wait, 10))
+    await started(replicas[0])
     second = asyncio.ensure_future(b.submit([rows(1, 1)]))
-    await within(asyncio.to_thread(replicas[1].started.wait, 10))
+    await started(replicas[1])
     third = asyncio.ensure_future(b.submit([rows(1, 2)]))
     await settle()
     assert b.queued_rows == 1  # both devices busy, the delay is long: it waits
     replicas[1].started.clear()
     gates[1].set()
     await within(second)
-    await within(asyncio.to_thread(replicas[1].started.wait, 10))  # ran on r1, r0 still busy
+    await started(replicas[1])  # ran on r1, r0 still busy
     await within(third)
     assert not first.done() and [len(r.batches) for r in replicas] == [1, 2]
     gates[0].set()
@@ -186,7 +186,7 @@ async def test_a_full_queue_refuses_new_requests_and_keeps_those_accepted() -> N
     config = BatchingConfig(1, default_buckets(1), 0.0, True, max_queue_size=2)
     b = DynamicBatcher("model 'fake' version '1'", [runner], config, clock=FakeClock(), depth=1)
     running = asyncio.ensure_future(b.submit([rows(1)]))
-    await within(asyncio.to_thread(runner.started.wait, 10))
+    await started(runner)
     queued = [asyncio.ensure_future(b.submit([rows(1, i)])) for i in (1, 2)]
     await settle()
     with pytest.raises(GatewayError, match="overloaded") as info:
@@ -237,7 +237,7 @@ async def test_next_batch_forms_while_the_current_one_runs() -> None:
     runner = FakeRunner(gate=gate)
     b = batcher(runner, max_batch=4, delay_ms=0)
     first = asyncio.ensure_future(b.submit([rows(1)]))
-    await within(asyncio.to_thread(runner.started.wait, 10))
+    await started(runner)
     later = [asyncio.ensure_future(b.submit([rows(1, i)])) for i in (1, 2)]
     await settle()
     assert b.queued_rows == 0 and not first.done()  # taken into the next batch while the first runs
@@ -253,7 +253,7 @@ async def test_depth_one_holds_the_next_batch_until_the_replica_is_free() -> Non
     runner = FakeRunner(gate=gate)
     b = batcher(runner, max_batch=4, delay_ms=0, depth=1)
     first = asyncio.ensure_future(b.submit([rows(1)]))
-    await within(asyncio.to_thread(runner.started.wait, 10))
+    await started(runner)
     later = [asyncio.ensure_future(b.submit([rows(1, i)])) for i in (1, 2)]
     await settle()
     assert b.queued_rows == 2 and not first.done()  # the loop kept accepting while the device ran
@@ -269,9 +269,9 @@ async def test_batches_go_to_an_idle_replica() -> None:
     replicas = [FakeRunner("r0", gate=gate), FakeRunner("r1", gate=gate)]
     b = batcher(*replicas, delay_ms=0)
     first = asyncio.ensure_future(b.submit([rows(1)]))
-    await within(asyncio.to_thread(replicas[0].started.wait, 10))
+    await started(replicas[0])
     second = asyncio.ensure_future(b.submit([rows(1, 1)]))
-    await within(asyncio.to_thread(replicas[1].started.wait, 10))  # r1 started while r0 is still blocked
+    await started(replicas[1])  # r1 started while r0 is still blocked
     gate.set()
     await within(asyncio.gather(first, second))
     assert [len(r.batches) for r in replicas] == [1, 1]
@@ -313,7 +313,7 @@ async def test_deadline_passing_while_the_batch_waits_for_the_replica_skips_the_
     runner = FakeRunner(gate=gate)
     b = batcher(runner, max_batch=4, delay_ms=0, clock=clock)
     first = asyncio.ensure_future(b.submit([rows(1)]))
-    await within(asyncio.to_thread(runner.started.wait, 10))
+    await started(runner)
     late = asyncio.ensure_future(b.submit([rows(1, 9)], deadline=clock.now + 1))
     kept = asyncio.ensure_future(b.submit([rows(1, 5)]))
     await settle()
@@ -379,7 +379,7 @@ async def test_queue_time_includes_waiting_for_a_busy_replica() -> None:
     config = BatchingConfig(4, default_buckets(4), 0.0)
     b = DynamicBatcher("m", [runner], config, stats=stats, clock=clock)
     first = asyncio.ensure_future(b.submit([rows(1)]))
-    await within(asyncio.to_thread(runner.started.wait, 10))
+    await started(runner)
     second = asyncio.ensure_future(b.submit([rows(1, 1)]))
     await settle()
     assert b.queued_rows == 0  # batched, waiting behind the first on the replica's thread

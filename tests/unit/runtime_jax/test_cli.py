@@ -86,7 +86,7 @@ def test_serve_answers_oip_and_stops_cleanly_on_sigterm(example_repo: Path, tmp_
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+            proc.wait(timeout=10)
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()

@@ -22,7 +22,7 @@ from runtimes.jax.compiled import CompiledModel, make_loader
 from runtimes.jax.manager import ModelManager
 from runtimes.jax.metrics import RuntimeMetrics
 from runtimes.jax.server import JaxInferenceServer
-from tests.unit.runtime_jax.fakes import FakeLoader, fake_config, make_version, rows
+from tests.unit.runtime_jax.fakes import FakeLoader, fake_config, make_version, rows, started
 
 
 @pytest.fixture
@@ -195,13 +195,13 @@ async def test_deadline_is_answered_while_the_request_waits_for_a_busy_device(tm
         x = Tensor("x", "FP32", (1, 3), rows(1))
         running = asyncio.ensure_future(server.infer(InferenceRequest("m", [x]), ctx()))
         (runner,) = loader.loaded[("m", 1)][0].replicas
-        await asyncio.to_thread(runner.started.wait, 10)
+        await started(runner)
         context = RequestContext(protocol="test", deadline=time.monotonic() + 0.05)
         with pytest.raises(DeadlineExceeded):
             await server.infer(InferenceRequest("m", [x]), context)
         assert not running.done()  # answered at its deadline, with the device still busy
         gate.set()
-        assert (await running).outputs[0].data.tolist() == [[0.0, 0.0, 0.0]]
+        assert (await asyncio.wait_for(running, 10)).outputs[0].data.tolist() == [[0.0, 0.0, 0.0]]
         assert (
             sample(
                 server,
