@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 # idle connection (GOAWAY "too_many_pings"). A minute is well above their 10 s to 5 min minimums.
 _KEEPALIVE_TIME_MS: Final = 60_000
 _KEEPALIVE_TIMEOUT_MS: Final = 20_000
+_MAX_METADATA_BYTES: Final = 256 * 1024
 # REST connection pool, shared by all endpoints: enough kept-alive connections that a busy gateway
 # does not close and reopen them, bounded so a stalled backend cannot exhaust file descriptors.
 _HTTP_MAX_CONNECTIONS: Final = 512
@@ -162,6 +163,10 @@ class _GrpcTransport:
             # An endpoint may be a DNS name with several addresses (a Kubernetes headless Service):
             # spread calls over all of them rather than gRPC's default of the first that connects.
             ("grpc.lb_policy_name", "round_robin"),
+            # gRPC's default 8 KiB soft limit on received metadata would turn a backend's long error
+            # details into RESOURCE_EXHAUSTED; take them, the gateway clips what it passes on.
+            ("grpc.max_metadata_size", _MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", _MAX_METADATA_BYTES),
         ]
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, inference_pb2_grpc.GRPCInferenceServiceStub] = {}
@@ -179,6 +184,13 @@ class _GrpcTransport:
             return BackendUnavailable(f"backend '{self._name}' unavailable")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return DeadlineExceeded(f"backend '{self._name}' did not answer within the deadline")
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "metadata size exceeds" in details:
+            # Our channel refused the backend's status details as too large: the backend's fault, and
+            # not load to shed (passed on as RESOURCE_EXHAUSTED it would read "overloaded", and be retried).
+            log.warning("backend '%s': %s", self._name, details[:300])
+            return BackendError(
+                f"backend '{self._name}' answered with status details over the metadata limit"
+            )
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "message larger than max" in details:
             # gRPC's own message size limit, not a quota to retry against: our channel refusing the
             # answer is the backend's fault; anything else refused the client's request as too large.
@@ -370,6 +382,8 @@ class _RestTransport:
         # Judge by the status code (PROTOCOLS §6.10): bodies differ between servers.
         if reply.status_code == 200:
             return True
+        if reply.status_code == 404:  # an unknown model or version, as over gRPC (NOT_FOUND)
+            raise GatewayError(f"model '{name}' not found", code=ErrorCode.NOT_FOUND)
         if 400 <= reply.status_code < 500 or reply.status_code == 503:
             return False
         raise self._status_error(reply)

@@ -109,7 +109,8 @@ class DataPlane:
         """Whether a routed model is ready on one of its backend's endpoints.
 
         Raises:
-            ModelNotFound: No route takes the model.
+            ModelNotFound: No route takes the model, or its backend does not know the version asked for
+                (as the backend itself would answer).
         """
         route = self._router.match(name, version)
         cluster = self._clusters[route.backend]
@@ -119,8 +120,13 @@ class DataPlane:
                     return await cluster.backend.model_ready(
                         route.backend_model, version, cluster.pick().address
                     )
-            except (GatewayError, TimeoutError) as exc:
-                # Unreachable, unknown upstream, too slow: all mean "not ready" to the asker.
+            except GatewayError as exc:
+                if exc.code is ErrorCode.NOT_FOUND:
+                    raise
+                log.debug("model '%s' not ready: %r", name, exc)
+                return False
+            except TimeoutError as exc:
+                # Unreachable, failing, too slow: all mean "not ready" to the asker.
                 log.debug("model '%s' not ready: %r", name, exc)
                 return False
 

@@ -37,6 +37,7 @@ DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 # Request Content-Encodings Triton accepts (and tritonclient's `request_compression_algorithm` sends):
 # the zlib window bits that decode each.
 _DECODERS: Final[dict[str, int]] = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+_MAX_HEADER_DIGITS: Final = 18  # below 2**63: a header length is checked against the body length later
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -96,6 +97,10 @@ def _header_length(request: Request) -> int | None:
         raise InvalidRequest(
             "header Inference-Header-Content-Length must be a non-negative decimal integer, "
             f"got '{clip(raw)}'"
+        )
+    if len(raw) > _MAX_HEADER_DIGITS:  # int() refuses past 4300 digits; no body is this long anyway
+        raise InvalidRequest(
+            f"header Inference-Header-Content-Length {clip(raw, 32)} exceeds any body length"
         )
     return int(raw)
 

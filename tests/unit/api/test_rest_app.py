@@ -162,3 +162,13 @@ async def test_long_path_is_clipped_in_the_404() -> None:
     assert reply.status_code == 404
     error = reply.json()["error"]
     assert len(error) < 400 and f"({len(path)} characters)" in error
+
+
+async def test_header_length_of_thousands_of_digits_is_400() -> None:
+    """A header length of 5000 digits (past int()'s digit limit) is the client's 400, not a 500."""
+    async with _client(FakeServer()) as client:
+        reply = await client.post(
+            "/v2/models/m/infer", content=BODY, headers={"inference-header-content-length": "9" * 5000}
+        )
+    assert reply.status_code == 400
+    assert "exceeds any body length" in reply.json()["error"]

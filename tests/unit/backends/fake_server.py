@@ -73,6 +73,10 @@ class FakeModelServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
             await context.abort(grpc.StatusCode.INTERNAL, "Traceback (most recent call last): secret.py")
         if name == "unavailable":
             await context.abort(grpc.StatusCode.UNAVAILABLE, "model warming up at 10.1.2.3")
+        if name == "verbose":  # details past gRPC's default 8 KiB metadata limit
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "input 'x': " + "v" * 20_000)
+        if name == "flood":  # details past any limit a client should take
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "f" * 400_000)
         if name == "slow":
             await asyncio.sleep(5)
         if name == "garbage":

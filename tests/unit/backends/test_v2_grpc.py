@@ -173,3 +173,20 @@ async def test_message_size_limits_are_not_quota_errors(
     finally:
         await client.close()
         await server.stop(None)
+
+
+async def test_long_upstream_details_pass_as_the_real_error_clipped(backend: tuple[V2Backend, str]) -> None:
+    """Details past gRPC's default 8 KiB metadata limit arrive as the backend's own refusal (not the
+    channel's RESOURCE_EXHAUSTED, which would read as "overloaded"), bounded in length."""
+    client, address = backend
+    with pytest.raises(GatewayError) as info:
+        await client.infer(request("verbose"), address, 5.0)
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT
+    assert info.value.message.startswith("input 'x': vvv") and len(info.value.message) < 4200
+
+
+async def test_details_past_the_metadata_limit_are_a_backend_error(backend: tuple[V2Backend, str]) -> None:
+    """Details even the raised limit refuses are the backend's fault (502), not load to shed (429)."""
+    client, address = backend
+    with pytest.raises(BackendError, match="status details over the metadata limit"):
+        await client.infer(request("flood"), address, 5.0)

@@ -178,7 +178,9 @@ async def test_health_metadata_and_model_ready_by_status() -> None:
         assert (await client.model_config("double", "", ENDPOINT)).max_batch_size == 4
         assert await client.model_ready("double", "", ENDPOINT) is True
         assert await client.model_ready("cold", "", ENDPOINT) is False
-        assert await client.model_ready("gone", "", ENDPOINT) is False
+        with pytest.raises(GatewayError) as info:  # 404: unknown here, as over gRPC
+            await client.model_ready("gone", "", ENDPOINT)
+        assert info.value.code is ErrorCode.NOT_FOUND
         with pytest.raises(GatewayError) as info:
             await client.model_metadata("gone", "", ENDPOINT)
         assert info.value.code is ErrorCode.NOT_FOUND

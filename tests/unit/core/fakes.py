@@ -81,6 +81,8 @@ class FakeBackend:
     async def model_ready(self, name: str, version: str, endpoint: str) -> bool:
         self.calls.append(("model_ready", name, version, endpoint))
         self._check(endpoint)
+        if version == "404":
+            raise GatewayError(f"model '{name}' version '{version}' not found", code=ErrorCode.NOT_FOUND)
         return name in self.metadata
 
     async def ready(self, endpoint: str) -> bool:

@@ -307,6 +307,14 @@ async def test_model_ready_true_false_and_not_found() -> None:
         await plane.model_ready("nope")
 
 
+async def test_model_ready_of_a_version_the_backend_does_not_know_is_not_found() -> None:
+    """A routed model whose backend answers NOT_FOUND for the version is ModelNotFound in the client's
+    terms (404, as the backend itself answers), not "not ready" (503)."""
+    plane, _, _, _ = make_plane()
+    with pytest.raises(ModelNotFound, match="model 'cnn' version '404' not found"):
+        await plane.model_ready("cnn", "404")
+
+
 async def test_ready_needs_a_healthy_endpoint_per_backend() -> None:
     """Server readiness follows the health checks: not ready until a probe succeeds."""
     backend = FakeBackend(unready={"a:1"})
