@@ -10,6 +10,10 @@ It starts the real stack (JAX runtime + gateway, ephemeral ports) and prints:
    seconds (the runtime merges them into batches), as unary `ModelInfer` calls and pipelined on
    `ModelStreamInfer` streams, against `jax.jit` of the same model and weights called in-process at the
    max batch size. The same load is then sent through the gateway.
+3. CPU per request (`bench/cpu_per_request.py`): a fixed number of 2-row gRPC requests, 8 at a time, sent
+   through the gateway and through the bare proxy in alternating rounds; the CPU time each process spent
+   (from /proc) per request, and the ratio gateway / proxy. With the gateway's own share of the added p50
+   (from 1.) it is printed beside its target.
 
 Only ratios taken in this one run are meaningful: the machines are shared and noisy. Clients send
 pre-serialised request bytes (no per-request client-side encoding) so the client costs as little CPU as it
@@ -42,6 +46,14 @@ from prometheus_client.samples import Sample
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from cpu_per_request import (  # noqa: E402  # bench/, the script's own directory
+    OWN_SHARE_TARGET_MS,
+    ROWS,
+    Target,
+    measure_cpu_per_request,
+    print_targets,
+)
 
 from gateway.local_stack import LocalStack, ManagedProcess, StackPorts, free_port  # noqa: E402
 from gateway.proto import inference_pb2 as pb  # noqa: E402
@@ -93,13 +105,14 @@ def _rest_request(name: str, array: np.ndarray) -> tuple[bytes, dict[str, str]]:
 
 def measure_latency(
     ports: StackPorts, proxy_port: int, model: str, name: str, sample: np.ndarray, n: int
-) -> None:
+) -> float | None:
     """Alternate the targets call by call so all see the same machine state.
 
     Over gRPC a third target, `bench/bare_proxy.py` in front of the same runtime, gives the floor: what
     one Python gRPC hop costs with no work in it. The gateway's added latency less the proxy's is the
-    gateway's own share.
+    gateway's own share; it is returned (p50, ms).
     """
+    own_share_ms: float | None = None
     print(f"\n== gateway-added latency: {model}, batch 1, {n} requests per target, sequential")
     grpc_body = _grpc_request(model, name, sample)
     rest_body, rest_headers = _rest_request(name, sample)
@@ -142,13 +155,15 @@ def measure_latency(
                 f"p99 {ms99['gateway'] - ms99['direct']:6.3f} ms"
             )
             if "bare proxy" in samples:
+                own_share_ms = ms50["gateway"] - ms50["bare proxy"]
                 print(
                     f"{transport:5s} bare grpc.aio proxy p50 {ms50['bare proxy']:7.3f} ms: a Python gRPC hop "
                     f"adds p50 {ms50['bare proxy'] - ms50['direct']:6.3f} ms; the gateway's own share p50 "
-                    f"{ms50['gateway'] - ms50['bare proxy']:6.3f} ms"
+                    f"{own_share_ms:6.3f} ms (target ≤ {OWN_SHARE_TARGET_MS} ms)"
                 )
     for channel in channels.values():
         channel.close()
+    return own_share_ms
 
 
 async def _closed_loop(target: str, body: bytes, concurrency: int, seconds: float) -> float:
@@ -396,6 +411,15 @@ def main() -> None:
         help="load generators: unary ModelInfer calls and requests pipelined on ModelStreamInfer streams "
         "from Python (grpc.aio), unary calls from h2load (the default where it is installed)",
     )
+    parser.add_argument(
+        "--cpu-requests",
+        type=int,
+        default=1000,
+        help="requests per target and round in the CPU-per-request measurement (0: skip it)",
+    )
+    parser.add_argument(
+        "--cpu-rounds", type=int, default=5, help="alternating rounds of it (the median is reported)"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="keep models and XLA cache here")
     args = parser.parse_args()
 
@@ -434,12 +458,27 @@ def main() -> None:
             ready_prefix="bare-proxy ready",
         )  # fmt: skip
         proxy.start(echo=False)
+        cpu_ratio: float | None = None
         try:
-            measure_latency(stack.ports, proxy_port, "cnn", "image", image, args.requests)
+            own_share_ms = measure_latency(stack.ports, proxy_port, "cnn", "image", image, args.requests)
+            if args.cpu_requests > 0:
+                assert stack.gateway and stack.gateway.proc and stack.runtime and stack.runtime.proc
+                assert proxy.proc is not None
+                host = stack.ports.host
+                cpu_ratio = measure_cpu_per_request(
+                    Target("gateway", f"{host}:{stack.ports.gateway_grpc}", stack.gateway.proc.pid),
+                    Target("bare proxy", f"{host}:{proxy_port}", proxy.proc.pid),
+                    stack.runtime.proc.pid,
+                    "cnn",
+                    _grpc_request("cnn", "image", np.repeat(image, ROWS, axis=0)),
+                    args.cpu_requests,
+                    args.cpu_rounds,
+                )
         finally:
             proxy.stop()
         for model in ("cnn", "cnn_wide"):
             measure_throughput(stack.ports, model, "image", image, args)
+    print_targets(own_share_ms, cpu_ratio)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -33,6 +32,8 @@ import orjson
 import yaml
 
 sys.path.insert(0, str(Path.cwd()))
+
+from cpu_per_request import process_cpu_s  # bench/, the script's own directory
 
 from gateway.local_stack import ManagedProcess, free_ports
 from gateway.proto import inference_pb2 as pb
@@ -93,15 +94,6 @@ async def _serve_echo(port: int) -> None:
     print("echo ready", flush=True)
     await asyncio.Event().wait()
     del listener  # held until here: a grpc.aio server that is garbage-collected stops
-
-
-_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (fields 14 and 15 of /proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * _TICK_S
 
 
 def _p50_ms(samples: list[float]) -> float:
@@ -201,12 +193,12 @@ def _measure(
         for index in range(calls + 3):  # 3 warm-up rounds, then `calls` measured ones
             for name, channel in channels.items():
                 call = channel.unary_unary(INFER_METHOD)
-                cpu_before = _cpu_s(gateway_pid)
+                cpu_before = process_cpu_s(gateway_pid)
                 start = time.perf_counter()
                 reply = call(grpc_body, timeout=60)
                 elapsed = time.perf_counter() - start
                 if name == "gateway" and index >= 3:
-                    cpu["grpc"] += _cpu_s(gateway_pid) - cpu_before
+                    cpu["grpc"] += process_cpu_s(gateway_pid) - cpu_before
                 if len(reply) < x.nbytes:
                     raise SystemExit(f"{name}: short gRPC answer ({len(reply)} bytes)")
                 if index >= 3:
@@ -214,7 +206,7 @@ def _measure(
                 port = rest_ports[name]
                 if port is None:
                     continue
-                cpu_before = _cpu_s(gateway_pid)
+                cpu_before = process_cpu_s(gateway_pid)
                 start = time.perf_counter()
                 response = client.post(
                     f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer",
@@ -228,7 +220,7 @@ def _measure(
                     )
                 if index >= 3:
                     samples.setdefault((name, "rest"), []).append(elapsed)
-                    cpu["rest"] += _cpu_s(gateway_pid) - cpu_before
+                    cpu["rest"] += process_cpu_s(gateway_pid) - cpu_before
     for channel in channels.values():
         channel.close()
     direct = _p50_ms(samples[("direct", "grpc")])
