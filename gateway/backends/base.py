@@ -23,7 +23,11 @@ class Backend(Protocol):
     """
 
     async def infer(self, request: InferenceRequest, endpoint: str, timeout_s: float) -> InferenceResponse:
-        """Run one inference; `timeout_s` is the time left, passed on as the upstream deadline."""
+        """Run one inference; `timeout_s` is the time left, passed on as the upstream deadline.
+
+        Answers or raises `DeadlineExceeded` within `timeout_s`: the core arms no timer of its own around
+        the call (one per request would cost more than the deadline the transport already carries).
+        """
         ...
 
     async def model_metadata(self, name: str, version: str, endpoint: str) -> ModelMetadata:

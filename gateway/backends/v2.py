@@ -13,6 +13,7 @@ for clients; an upstream INTERNAL error or anything unreadable is `BackendError`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol, TypeVar
@@ -350,7 +351,12 @@ class _RestTransport:
             headers = {"content-type": "application/json"}
         else:
             headers = {"content-type": "application/octet-stream", _HEADER_LENGTH: str(header_length)}
-        reply = await self._send("POST", url, timeout_s, content=body, headers=headers)
+        try:
+            # httpx's timeout bounds each read and write, not the whole exchange: the deadline does.
+            async with asyncio.timeout(timeout_s):
+                reply = await self._send("POST", url, timeout_s, content=body, headers=headers)
+        except TimeoutError:
+            raise DeadlineExceeded(f"backend '{self._name}' did not answer within the deadline") from None
         if reply.status_code != 200:
             raise self._status_error(reply)
         raw_length = reply.headers.get(_HEADER_LENGTH)

@@ -16,6 +16,7 @@ import importlib.metadata
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
+from typing import Final
 
 from gateway.core.cluster import Cluster, Endpoint
 from gateway.core.routing import Route, Router
@@ -52,6 +53,13 @@ _CacheEntry = tuple[float, ModelMetadata | None]
 # Keys hold the version the client asked for, so the cache must not grow with what clients send: past
 # this many entries the oldest fetch is dropped (routes times real versions stay far below it).
 _METADATA_CACHE_ENTRIES = 1024
+
+
+class _Stale:
+    """The metadata cache has no fresh entry."""
+
+
+_STALE: Final = _Stale()
 
 
 def _package_version() -> str:
@@ -195,18 +203,22 @@ class DataPlane:
                 deadline = context.deadline
                 if deadline <= start:
                     raise DeadlineExceeded(f"deadline passed before model '{model}' was called")
-            async with asyncio.timeout(deadline - start):
-                if self._validate:
-                    metadata = await self._cached_metadata(route, request.model_version, cluster)
-                    if metadata is not None:
-                        validate_request(request, metadata)
-                request.model_name = route.backend_model
-                sent = self._clock()
-                try:
-                    response = await self._send(cluster, request, deadline)
-                finally:
-                    backend_s = self._clock() - sent
-                    request.model_name = model  # the caller's request is left as it came
+            if self._validate:
+                metadata = self._metadata_if_fresh(route, request.model_version)
+                if isinstance(metadata, _Stale):
+                    # Only a cache miss waits on the network here; the backend call below is bounded by
+                    # the backend itself (the `Backend.infer` contract), so no timer is armed per request.
+                    async with asyncio.timeout(deadline - start):
+                        metadata = await self._cached_metadata(route, request.model_version, cluster)
+                if metadata is not None:
+                    validate_request(request, metadata)
+            request.model_name = route.backend_model
+            sent = self._clock()
+            try:
+                response = await self._send(cluster, request, deadline)
+            finally:
+                backend_s = self._clock() - sent
+                request.model_name = model  # the caller's request is left as it came
             response.model_name = model
             return response
         except GatewayError as exc:
@@ -247,10 +259,13 @@ class DataPlane:
         """
         failed: Endpoint | None = None
         while True:
+            left = deadline - self._clock()
+            if left <= 0:
+                raise DeadlineExceeded(f"model '{request.model_name}' was not answered within the deadline")
             endpoint = cluster.pick(excluding=failed)
             endpoint.in_flight += 1
             try:
-                return await cluster.backend.infer(request, endpoint.address, deadline - self._clock())
+                return await cluster.backend.infer(request, endpoint.address, left)
             except GatewayError as exc:
                 unreachable = isinstance(exc, BackendUnavailable)
                 if unreachable:
@@ -291,6 +306,13 @@ class DataPlane:
             bytes_in=bytes_in,
             bytes_out=bytes_out,
         )
+
+    def _metadata_if_fresh(self, route: Route, version: str) -> ModelMetadata | _Stale | None:
+        """The cached metadata without awaiting anything, or `_STALE` when it must be fetched."""
+        entry = self._metadata_cache.get((route, version))
+        if entry is not None and entry[0] > self._clock():
+            return entry[1]
+        return _STALE
 
     async def _cached_metadata(self, route: Route, version: str, cluster: Cluster) -> ModelMetadata | None:
         """The route's metadata, fetched at most once per TTL however many requests ask at once."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gateway.errors import BackendUnavailable, ErrorCode, GatewayError
+from gateway.errors import BackendUnavailable, DeadlineExceeded, ErrorCode, GatewayError
 from gateway.types import (
     InferenceRequest,
     InferenceResponse,
@@ -56,6 +56,9 @@ class FakeBackend:
         self.timeouts.append(timeout_s)
         self._check(endpoint)
         if self.delay_s:
+            if self.delay_s > timeout_s:  # the `Backend.infer` contract: answer or give up by the timeout
+                await asyncio.sleep(timeout_s)
+                raise DeadlineExceeded("backend 'fake' did not answer within the deadline")
             await asyncio.sleep(self.delay_s)
         if self.fail_with is not None:
             raise self.fail_with
