@@ -46,7 +46,12 @@ class RequestedOutput:
 
 @dataclass(slots=True)
 class InferenceRequest:
-    """`model_version` is "" when the client did not pin one. `outputs` None means all outputs."""
+    """`model_version` is "" when the client did not pin one. `outputs` None means all outputs.
+
+    `wire` is the decoded message this request came from, set by a codec that can re-encode it for the
+    same protocol by reusing it (see `gateway.codecs.v2.protobuf`): forwarding then copies no tensor. Only
+    the model name may change while it is set; code that changes anything else sets it to None.
+    """
 
     model_name: str
     inputs: list[Tensor]
@@ -54,15 +59,19 @@ class InferenceRequest:
     id: str = ""
     outputs: list[RequestedOutput] | None = None
     parameters: Parameters = field(default_factory=dict)
+    wire: object | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(slots=True)
 class InferenceResponse:
+    """`wire`: as for `InferenceRequest`, the decoded message this response came from, if any."""
+
     model_name: str
     outputs: list[Tensor]
     model_version: str = ""
     id: str = ""
     parameters: Parameters = field(default_factory=dict)
+    wire: object | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(slots=True, frozen=True)

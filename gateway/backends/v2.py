@@ -22,6 +22,7 @@ from urllib.parse import quote
 import grpc
 import httpx
 import orjson
+from google.protobuf.message import DecodeError
 
 from gateway.codecs.v2 import protobuf as pbcodec
 from gateway.codecs.v2 import rest as restcodec
@@ -72,9 +73,18 @@ _HTTP_PASS_THROUGH: Final[dict[int, ErrorCode]] = {
 }
 
 _HEADER_LENGTH: Final = "Inference-Header-Content-Length"
+_MODEL_INFER: Final = "/inference.GRPCInferenceService/ModelInfer"
 
 Reply = TypeVar("Reply")
 T = TypeVar("T")
+
+
+def _decode_infer_response(data: bytes) -> InferenceResponse:
+    try:
+        message = pb.ModelInferResponse.FromString(data)
+    except DecodeError:
+        raise BackendError("answered with bytes that are not a ModelInferResponse") from None
+    return pbcodec.response_from_proto(message)
 
 
 def _refusal(code: ErrorCode, message: str) -> GatewayError:
@@ -171,11 +181,14 @@ class _GrpcTransport:
         ]
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, inference_pb2_grpc.GRPCInferenceServiceStub] = {}
+        self._infer_calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
         for endpoint in settings.endpoints:
             channel = grpc.aio.insecure_channel(endpoint, options=options)
             channel.get_state(try_to_connect=True)  # start connecting now, not on the first request
             self._channels[endpoint] = channel
             self._stubs[endpoint] = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+            # ModelInfer on bytes: the codec serializes (reusing a client's message when it can) and parses.
+            self._infer_calls[endpoint] = channel.unary_unary(_MODEL_INFER)
 
     def _error(self, exc: grpc.aio.AioRpcError) -> GatewayError:
         code = exc.code()
@@ -224,11 +237,10 @@ class _GrpcTransport:
 
     async def infer(self, request: InferenceRequest, endpoint: str, timeout_s: float) -> InferenceResponse:
         try:
-            message = pbcodec.request_to_proto(request)
+            message = pbcodec.request_to_wire(request)
         except ValueError as exc:  # a parameter protobuf cannot carry
             raise InvalidRequest(str(exc)) from None
-        stub = self._stubs[endpoint]
-        return await self._call(stub.ModelInfer, message, timeout_s, pbcodec.response_from_proto)
+        return await self._call(self._infer_calls[endpoint], message, timeout_s, _decode_infer_response)
 
     async def model_metadata(self, name: str, version: str, endpoint: str) -> ModelMetadata:
         request = pb.ModelMetadataRequest(name=name, version=version)

@@ -2,9 +2,11 @@
 
 Tensor data takes the raw route wherever we choose: responses and backend requests always use
 `raw_*_contents`, one little-endian buffer per tensor, as Triton does, so encoding is one `tobytes` per
-tensor. Typed `contents` are accepted when decoding, for clients that send them; they cannot carry FP16
-or BF16. Validation errors are `InvalidRequest` for what a client sent and `BackendError` for what a
-backend answered.
+tensor. Forwarding gRPC to gRPC re-encodes nothing: a decoded request or response keeps the message it
+came from (`wire`), and `request_to_wire` / `response_to_proto` reuse it with the new model name when
+nothing else changed, so a tensor is neither copied nor re-serialized field by field. Typed `contents` are
+accepted when decoding, for clients that send them; they cannot carry FP16 or BF16. Validation errors are
+`InvalidRequest` for what a client sent and `BackendError` for what a backend answered.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def request_from_proto(msg: pb.ModelInferRequest) -> InferenceRequest:
             seen.add(requested.name)
             outputs.append(RequestedOutput(requested.name, parameters_from_proto(requested.parameters)))
     request = InferenceRequest(
-        msg.model_name, inputs, msg.model_version, msg.id, outputs, parameters_from_proto(msg.parameters)
+        msg.model_name, inputs, msg.model_version, msg.id, outputs, parameters_from_proto(msg.parameters), msg
     )
     refuse_unserved(request)
     return request
@@ -99,14 +101,21 @@ def response_to_proto(
         response: The response.
         request: If given and it names its outputs, only those are sent (as the REST codec does).
     """
+    wanted = {o.name for o in request.outputs} if request is not None and request.outputs else None
+    reply_id = response.id or (request.id if request is not None else "")
+    source = response.wire
+    if isinstance(source, pb.ModelInferResponse) and _answers_as_is(source, response, wanted):
+        source.model_name = response.model_name
+        source.model_version = response.model_version
+        source.id = reply_id
+        return source
     outputs = response.outputs
-    if request is not None and request.outputs:
-        wanted = {o.name for o in request.outputs}
+    if wanted is not None:
         outputs = [t for t in outputs if t.name in wanted]
     msg = pb.ModelInferResponse(
         model_name=response.model_name,
         model_version=response.model_version,
-        id=response.id or (request.id if request is not None else ""),
+        id=reply_id,
     )
     parameters_to_proto(response.parameters, msg.parameters)
     for tensor in outputs:
@@ -114,6 +123,40 @@ def response_to_proto(
         parameters_to_proto(tensor.parameters, entry.parameters)
     msg.raw_output_contents.extend([wire_bytes(t) for t in outputs])
     return msg
+
+
+def request_to_wire(request: InferenceRequest) -> bytes:
+    """The serialized `ModelInferRequest` for a backend.
+
+    A request decoded from a client's gRPC message is that message again under the request's (backend)
+    model name, unless it carries what is not forwarded (REST framing parameters); the client's message
+    is left as it came.
+    """
+    source = request.wire
+    if not isinstance(source, pb.ModelInferRequest) or not _forwardable(source):
+        return request_to_proto(request).SerializeToString()
+    client_name = source.model_name
+    source.model_name = request.model_name
+    try:
+        return source.SerializeToString()
+    finally:
+        source.model_name = client_name
+
+
+def _forwardable(msg: pb.ModelInferRequest) -> bool:
+    """Whether a client's message can go to a backend as it is (only the model name changed)."""
+    if any(key in _FRAMING_PARAMETERS for key in msg.parameters):
+        return False
+    return not any("binary_data" in output.parameters for output in msg.outputs)
+
+
+def _answers_as_is(msg: pb.ModelInferResponse, response: InferenceResponse, wanted: set[str] | None) -> bool:
+    """Whether a backend's message still says what `response` does and holds only `wanted` outputs."""
+    if len(msg.outputs) != len(response.outputs):
+        return False
+    if wanted is None:
+        return True
+    return all(output.name in wanted for output in msg.outputs)
 
 
 def request_to_proto(request: InferenceRequest) -> pb.ModelInferRequest:
@@ -147,7 +190,7 @@ def response_from_proto(msg: pb.ModelInferResponse) -> InferenceResponse:
     except InvalidRequest as exc:
         raise BackendError(f"unreadable inference response: {exc.message}") from None
     return InferenceResponse(
-        msg.model_name, outputs, msg.model_version, msg.id, parameters_from_proto(msg.parameters)
+        msg.model_name, outputs, msg.model_version, msg.id, parameters_from_proto(msg.parameters), msg
     )
 
 

@@ -16,6 +16,7 @@ from gateway.codecs.v2.protobuf import (
     parameters_to_proto,
     request_from_proto,
     request_to_proto,
+    request_to_wire,
     response_from_proto,
     response_to_proto,
     server_metadata_to_proto,
@@ -442,3 +443,56 @@ def test_raw_output_bytes_view_is_untouched() -> None:
     data = np.array([1.0, np.nan, -np.inf], dtype=np.float32)
     msg = response_to_proto(InferenceResponse("m", [Tensor("y", "FP32", (3,), data)]))
     assert response_from_proto(msg).outputs[0].data.tobytes() == data.tobytes()
+
+
+def _client_message(**parameters: Any) -> pb.ModelInferRequest:
+    msg = _raw_request(("x", "FP32", [2]), raw=[np.array([1, 2], dtype=np.float32).tobytes()])
+    msg.model_name, msg.id = "client-name", "r1"
+    parameters_to_proto(parameters, msg.parameters)
+    return msg
+
+
+def test_forwarding_reuses_the_clients_message_under_the_backend_name() -> None:
+    """A decoded gRPC request re-encodes as the client's own message with only the model name changed,
+    and the client's message is left as it came."""
+    msg = _client_message(priority=3)
+    request = request_from_proto(msg)
+    request.model_name = "backend-name"
+    forwarded = pb.ModelInferRequest.FromString(request_to_wire(request))
+    expected = pb.ModelInferRequest()
+    expected.CopyFrom(msg)
+    expected.model_name = "backend-name"
+    assert forwarded == expected
+    assert msg.model_name == "client-name"
+
+
+def test_forwarding_drops_rest_framing_parameters() -> None:
+    """A message carrying REST framing parameters is re-encoded without them (they are not forwarded)."""
+    request = request_from_proto(_client_message(binary_data_output=True, priority=3))
+    forwarded = pb.ModelInferRequest.FromString(request_to_wire(request))
+    assert set(forwarded.parameters) == {"priority"}
+    assert forwarded.raw_input_contents[0] == np.array([1, 2], dtype=np.float32).tobytes()
+
+
+def test_a_backends_response_is_answered_as_is_under_the_clients_name() -> None:
+    """The response message a backend sent is reused for the client (no re-encoding) with the names
+    changed; when the client asked for fewer outputs than it holds, a filtered message is built."""
+    y = np.array([2, 4], dtype=np.float32)
+    z = np.array([1], dtype=np.float32)
+    backend_msg = response_to_proto(
+        InferenceResponse("backend-name", [Tensor("y", "FP32", (2,), y), Tensor("z", "FP32", (1,), z)], "1")
+    )
+    response = response_from_proto(pb.ModelInferResponse.FromString(backend_msg.SerializeToString()))
+    response.model_name = "client-name"
+    source = response.wire
+    answer = response_to_proto(response, InferenceRequest("client-name", [], id="r1"))
+    assert answer is source
+    assert (answer.model_name, answer.id, [o.name for o in answer.outputs]) == (
+        "client-name",
+        "r1",
+        ["y", "z"],
+    )
+    only_y = InferenceRequest("client-name", [], outputs=[RequestedOutput("y")])
+    filtered = response_to_proto(response, only_y)
+    assert filtered is not source and [o.name for o in filtered.outputs] == ["y"]
+    assert filtered.raw_output_contents[0] == y.tobytes()
