@@ -37,54 +37,19 @@ from cpu_per_request import process_cpu_s  # bench/, the script's own directory
 
 from gateway.local_stack import ManagedProcess, free_ports
 from gateway.proto import inference_pb2 as pb
-from gateway.types import (
-    InferenceRequest,
-    InferenceResponse,
-    ModelConfig,
-    ModelMetadata,
-    RequestContext,
-    ServerMetadata,
-    Tensor,
-    TensorMetadata,
-)
+from gateway.types import InferenceRequest, InferenceResponse, RequestContext, Tensor
+from tests.unit.api.fakes import FakeServer  # the listeners' stub: model "m", x -> y FP32
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
-MODEL = "echo"
-_META = ModelMetadata(
-    MODEL, "echo", [TensorMetadata("x", "FP32", (-1,))], [TensorMetadata("y", "FP32", (-1,))], ["1"]
-)
+MODEL = "m"
 
 
-class EchoServer:
-    """An `InferenceServer` whose one model answers its input `x` as output `y` (no copy)."""
-
-    async def live(self) -> bool:
-        return True
-
-    async def ready(self) -> bool:
-        return True
-
-    async def server_metadata(self) -> ServerMetadata:
-        return ServerMetadata("echo", "0", [])
-
-    async def model_ready(self, name: str, version: str = "") -> bool:
-        return name == MODEL
-
-    async def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
-        return _META
-
-    async def model_config(self, name: str, version: str = "") -> ModelConfig:
-        return ModelConfig(MODEL, "echo", 0, _META.inputs, _META.outputs)
+class EchoServer(FakeServer):
+    """The unit tests' stub server, answering its input `x` as output `y` (no copy)."""
 
     async def infer(self, request: InferenceRequest, context: RequestContext) -> InferenceResponse:
         x = request.inputs[0]
         return InferenceResponse(MODEL, [Tensor("y", "FP32", x.shape, x.data)], "1", request.id)
-
-    def observe_transfer(self, context: RequestContext, bytes_in: int, bytes_out: int) -> None:
-        pass
-
-    def observe_rejected(self, model: str, context: RequestContext, error: object) -> None:
-        pass
 
 
 async def _serve_echo(port: int) -> None:
