@@ -64,7 +64,7 @@ class GatewayError(Exception):
 
     def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
         if len(message) > MAX_MESSAGE_CHARS:
-            message = clip(message, MAX_MESSAGE_CHARS)
+            message = clip(message, MAX_MESSAGE_CHARS - 32)  # 32: room for clip's "... (N characters)"
         super().__init__(message)
         self.message = message
         if code is not None:

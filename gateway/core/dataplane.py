@@ -260,8 +260,8 @@ class DataPlane:
         failed: Endpoint | None = None
         while True:
             left = deadline - self._clock()
-            if left <= 0:
-                raise DeadlineExceeded(f"model '{request.model_name}' was not answered within the deadline")
+            if left <= 0:  # (request.model_name is the backend's name here: name the backend instead)
+                raise DeadlineExceeded(f"the deadline passed before backend '{cluster.name}' answered")
             endpoint = cluster.pick(excluding=failed)
             endpoint.in_flight += 1
             try:

@@ -146,9 +146,13 @@ def scan(root: Path, *, skipped: set[str] | None = None) -> dict[str, ModelDir]:
     return models
 
 
+_MAX_VERSION_DIGITS = 18  # below 2**63; `int()` itself refuses past 4300 digits (a client's 500)
+
+
 def is_version_number(text: str) -> bool:
-    """A positive integer in ASCII digits ("²" and other Unicode digits pass `isdigit`, not `int`)."""
-    return text.isascii() and text.isdigit() and int(text) >= 1
+    """A positive integer in at most 18 ASCII digits ("²" and other Unicode digits pass `isdigit`, not
+    `int`; a client may send a version of thousands of digits, which `int()` refuses)."""
+    return len(text) <= _MAX_VERSION_DIGITS and text.isascii() and text.isdigit() and int(text) >= 1
 
 
 def read_policy(path: Path) -> VersionPolicy | None:

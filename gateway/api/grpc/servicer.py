@@ -41,6 +41,7 @@ from gateway.types import RequestContext
 log = logging.getLogger(__name__)
 
 SERVICE_NAME: Final = "inference.GRPCInferenceService"
+MAX_DETAILS_BYTES: Final = 2048
 _STATUS_BY_NUMBER: Final[dict[int, grpc.StatusCode]] = {s.value[0]: s for s in grpc.StatusCode}
 
 M = TypeVar("M", bound=Message)
@@ -64,6 +65,20 @@ def parse(message_type: type[M], data: bytes) -> M:
         raise InvalidRequest(f"request is not a valid {message_type.DESCRIPTOR.name}") from None
 
 
+def grpc_details(message: str) -> str:
+    """`message` as a call's status details: at most `MAX_DETAILS_BYTES` of UTF-8.
+
+    gRPC sends details percent-encoded in trailing metadata, so a non-ASCII byte costs three, and the
+    standard client refuses metadata past 16 KiB (its soft limit is 8 KiB): it would then report
+    RESOURCE_EXHAUSTED instead of the error. A character count (`gateway.errors.clip`) does not bound
+    that; the encoded size does.
+    """
+    data = message.encode()
+    if len(data) <= MAX_DETAILS_BYTES:
+        return message
+    return f"{data[:MAX_DETAILS_BYTES].decode('utf-8', 'ignore')}... ({len(message)} characters)"
+
+
 def _reports_errors(handler: Handler) -> Handler:
     """Turn the core's errors into gRPC statuses at this one boundary."""
 
@@ -72,7 +87,7 @@ def _reports_errors(handler: Handler) -> Handler:
         try:
             return await handler(self, data, context)
         except GatewayError as exc:
-            await context.abort(status_for(exc.code), exc.message)
+            await context.abort(status_for(exc.code), grpc_details(exc.message))
         except Exception:
             log.exception("unhandled error in %s", handler.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")

@@ -65,6 +65,8 @@ _CONTENTS: Final[dict[str, tuple[str, np.dtype[Any]]]] = {
 # Request parameters that steer the REST framing; meaningless over gRPC, so not forwarded.
 _FRAMING_PARAMETERS: Final = frozenset({"binary_data_output", "raw_binary"})
 _UINT64_MAX: Final = 2**64 - 1
+# Requested-output parameters that steer the REST framing; not forwarded either.
+_NOT_FORWARDED_OUTPUT: Final = frozenset({"binary_data"})
 
 ParameterMap = MessageMap[str, pb.InferParameter]
 
@@ -129,13 +131,14 @@ def request_to_wire(request: InferenceRequest) -> bytes:
     """The serialized `ModelInferRequest` for a backend.
 
     A request decoded from a client's gRPC message is that message again under the request's (backend)
-    model name, unless it carries what is not forwarded (REST framing parameters); the client's message
-    is left as it came.
+    model name when decoding changed nothing else (`_forwardable`); otherwise it is encoded anew. The
+    client's message is left as it came.
     """
     source = request.wire
     if not isinstance(source, pb.ModelInferRequest) or not _forwardable(source):
         return request_to_proto(request).SerializeToString()
     client_name = source.model_name
+    source.DiscardUnknownFields()
     source.model_name = request.model_name
     try:
         return source.SerializeToString()
@@ -144,15 +147,37 @@ def request_to_wire(request: InferenceRequest) -> bytes:
 
 
 def _forwardable(msg: pb.ModelInferRequest) -> bool:
-    """Whether a client's message can go to a backend as it is (only the model name changed)."""
-    if any(key in _FRAMING_PARAMETERS for key in msg.parameters):
+    """Whether the backend would get from a client's message exactly what `request_to_proto` sends.
+
+    Not when decoding dropped or changed something: REST framing parameters and `binary_data` (not
+    forwarded), parameters with no value (skipped), typed or empty `contents` (we send raw only), BOOL
+    bytes (normalised to 0/1). Fields this build of the protocol does not know are discarded before
+    forwarding, as re-encoding would.
+    """
+    if len(msg.raw_input_contents) != len(msg.inputs) or not _valued(msg.parameters, _FRAMING_PARAMETERS):
         return False
-    return not any("binary_data" in output.parameters for output in msg.outputs)
+    for tensor in msg.inputs:
+        if tensor.datatype == "BOOL" or tensor.HasField("contents") or not _valued(tensor.parameters):
+            return False
+    for output in msg.outputs:
+        if not _valued(output.parameters, _NOT_FORWARDED_OUTPUT):
+            return False
+    return True
+
+
+def _valued(parameters: ParameterMap, dropped: frozenset[str] = frozenset()) -> bool:
+    """Every parameter has a value and none is one that is not forwarded."""
+    return all(
+        key not in dropped and value.WhichOneof("parameter_choice") for key, value in parameters.items()
+    )
 
 
 def _answers_as_is(msg: pb.ModelInferResponse, response: InferenceResponse, wanted: set[str] | None) -> bool:
-    """Whether a backend's message still says what `response` does and holds only `wanted` outputs."""
-    if len(msg.outputs) != len(response.outputs):
+    """Whether a backend's message still says what `response` does, in raw contents only (what standard
+    clients read), and holds only `wanted` outputs."""
+    if len(msg.outputs) != len(response.outputs) or len(msg.raw_output_contents) != len(msg.outputs):
+        return False
+    if any(output.HasField("contents") for output in msg.outputs):
         return False
     if wanted is None:
         return True

@@ -11,8 +11,9 @@ import pytest
 from gateway.api.grpc.server import start_grpc_server, stop_grpc_server
 from gateway.api.serving import bind_socket
 from gateway.codecs.v2.protobuf import request_to_proto
+from gateway.errors import InvalidRequest
 from gateway.proto import inference_pb2 as pb
-from gateway.types import InferenceRequest, Tensor
+from gateway.types import InferenceRequest, InferenceResponse, RequestContext, Tensor
 from tests.unit.api.fakes import FakeServer
 
 METHODS = {
@@ -118,3 +119,28 @@ async def test_byte_counters_get_the_wire_sizes(served: tuple[grpc.aio.Channel, 
     reply = await _raw(channel, "ModelInfer")(request, timeout=5)
     assert pb.ModelInferResponse.FromString(reply).id == "sized"
     assert fake.transfers == [(len(request), len(reply))]
+
+
+@pytest.mark.parametrize("char", ["x", "é", "\N{GRINNING FACE}"])
+async def test_status_details_are_bounded_in_encoded_bytes(char: str) -> None:
+    """An error message of 5000 characters, ASCII or not, arrives as the real error with details of at
+    most 2 KiB of UTF-8, not as RESOURCE_EXHAUSTED from the client's metadata limit (gRPC percent-encodes
+    every non-ASCII byte of the details)."""
+
+    class Refusing(FakeServer):
+        async def infer(self, request: InferenceRequest, context: RequestContext) -> InferenceResponse:
+            raise InvalidRequest(f"input '{char * 5000}' is refused")
+
+    held = bind_socket("127.0.0.1", 0, reuse_port=True)
+    port = held.getsockname()[1]
+    listener = await start_grpc_server(Refusing(), "127.0.0.1", port, reuse_port=True)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await _raw(channel, "ModelInfer")(_valid_request(), timeout=5)
+    finally:
+        await stop_grpc_server(listener, 0)
+        held.close()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = info.value.details() or ""
+    assert details.startswith("input '" + char) and len(details.encode()) <= 2048 + 64

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 
 import httpx
@@ -184,5 +186,23 @@ async def test_health_metadata_and_model_ready_by_status() -> None:
         with pytest.raises(GatewayError) as info:
             await client.model_metadata("gone", "", ENDPOINT)
         assert info.value.code is ErrorCode.NOT_FOUND
+    finally:
+        await client.close()
+
+
+async def test_a_backend_trickling_its_answer_is_cut_at_the_deadline() -> None:
+    """httpx's timeout bounds each read, not the exchange: the REST transport itself answers
+    DEADLINE_EXCEEDED when the time left runs out (the DataPlane arms no timer of its own)."""
+
+    async def slow(req: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(5)
+        return httpx.Response(200)
+
+    client = V2Backend("tf", settings(), http_transport=httpx.MockTransport(slow))
+    try:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            await client.infer(request(), ENDPOINT, 0.2)
+        assert time.monotonic() - started < 2
     finally:
         await client.close()

@@ -496,3 +496,48 @@ def test_a_backends_response_is_answered_as_is_under_the_clients_name() -> None:
     filtered = response_to_proto(response, only_y)
     assert filtered is not source and [o.name for o in filtered.outputs] == ["y"]
     assert filtered.raw_output_contents[0] == y.tobytes()
+
+
+def _forwarded(msg: pb.ModelInferRequest) -> pb.ModelInferRequest:
+    request = request_from_proto(pb.ModelInferRequest.FromString(msg.SerializeToString()))
+    return pb.ModelInferRequest.FromString(request_to_wire(request))
+
+
+def test_forwarding_normalises_bool_bytes() -> None:
+    """A BOOL byte other than 0/1 reaches the backend as 1, as decoding made it, not verbatim."""
+    forwarded = _forwarded(_raw_request(("b", "BOOL", [2]), raw=[b"\x02\x01"]))
+    assert forwarded.raw_input_contents[0] == b"\x01\x01"
+
+
+def test_forwarding_sends_raw_contents_only() -> None:
+    """Typed contents from a client, or an empty `contents` beside raw ones, reach the backend as raw
+    contents alone."""
+    typed = _forwarded(pb.ModelInferRequest(model_name="m", inputs=[typed_input("x", "INT32", [2], [1, 2])]))
+    assert not typed.inputs[0].HasField("contents")
+    assert typed.raw_input_contents[0] == np.array([1, 2], dtype=np.int32).tobytes()
+    empty = _raw_request(("x", "INT32", [1]), raw=[b"\x05\0\0\0"])
+    empty.inputs[0].contents.SetInParent()
+    assert not _forwarded(empty).inputs[0].HasField("contents")
+
+
+def test_forwarding_drops_what_decoding_skipped() -> None:
+    """A parameter with no value (skipped when decoding) and fields this protocol build does not know are
+    not forwarded."""
+    msg = _client_message(priority=3)
+    msg.inputs[0].parameters["shared_memory_region"].SetInParent()  # a key with no value set
+    unknown = msg.SerializeToString() + b"\xa0\x06\x01"  # field 100, varint 1
+    forwarded = _forwarded(pb.ModelInferRequest.FromString(unknown))
+    assert "shared_memory_region" not in forwarded.inputs[0].parameters
+    assert b"\xa0\x06\x01" not in forwarded.SerializeToString()
+
+
+def test_a_typed_backend_answer_is_re_encoded_raw() -> None:
+    """A backend answering in typed contents (MLServer, KServe) is answered to the client in raw
+    contents, which standard clients read, not passed on as it came."""
+    typed = pb.ModelInferResponse(model_name="backend-name")
+    typed.outputs.add(name="y", datatype="FP32", shape=[2]).contents.fp32_contents.extend([1.0, 2.0])
+    response = response_from_proto(pb.ModelInferResponse.FromString(typed.SerializeToString()))
+    answer = response_to_proto(response, InferenceRequest("m", []))
+    assert answer is not response.wire
+    assert not answer.outputs[0].HasField("contents")
+    assert answer.raw_output_contents[0] == np.array([1, 2], dtype=np.float32).tobytes()

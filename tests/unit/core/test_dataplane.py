@@ -22,7 +22,7 @@ from gateway.errors import (
     Unimplemented,
 )
 from gateway.metrics import GatewayMetrics
-from gateway.types import RequestContext
+from gateway.types import InferenceRequest, InferenceResponse, RequestContext
 from tests.unit.core.fakes import FakeBackend, fp32_request
 
 
@@ -366,3 +366,31 @@ async def test_cancelled_call_is_counted_as_deadline_or_cancelled(
     with pytest.raises(asyncio.CancelledError):
         await call
     assert requests_total(metrics, code=code) == 1
+
+
+async def test_a_retry_past_the_deadline_is_not_sent() -> None:
+    """When the first endpoint failed after the deadline passed, the retry is DEADLINE_EXCEEDED at once
+    (naming the backend, not the backend's model name) and no second call goes out."""
+    now = [1000.0]
+
+    class SlowlyDown(FakeBackend):
+        async def infer(
+            self, request: InferenceRequest, endpoint: str, timeout_s: float
+        ) -> InferenceResponse:
+            now[0] += 10.0  # the attempt used more than the whole deadline, then failed
+            return await super().infer(request, endpoint, timeout_s)
+
+    backend = SlowlyDown(down={"a:1"})
+    metrics = GatewayMetrics()
+    cluster = Cluster("jax", backend, ("a:1", "b:2"), timeout_s=5.0, metrics=metrics)
+    for endpoint in cluster.endpoints:
+        endpoint.healthy = True
+    cluster.endpoints[1].in_flight = 1  # p2c tries a:1 first
+    plane = DataPlane(
+        Router((Route("cnn", "", "jax", "double"),)), {"jax": cluster}, metrics, validate_requests=False,
+        clock=lambda: now[0],
+    )  # fmt: skip
+    with pytest.raises(DeadlineExceeded, match="the deadline passed before backend 'jax' answered"):
+        await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    assert [c[3] for c in backend.calls if c[0] == "infer"] == ["a:1"]
+    assert requests_total(metrics, code="DEADLINE_EXCEEDED") == 1

@@ -62,6 +62,8 @@ async def test_start_serves_latest_version_by_default(
     assert loader.loads == [("m", 10)]
     with pytest.raises(ModelNotFound):
         manager.resolve("m", "1")  # on disk, but not offered by the policy
+    with pytest.raises(ModelNotFound):  # past int()'s 4300-digit limit: the client's 404, not a 500
+        manager.resolve("m", "1" * 5000)
 
 
 async def test_model_json_policy_overrides_the_default(
