@@ -159,6 +159,7 @@ async def run(
         if serve_metrics:
             httpd, _ = start_http_server(metrics_port, addr=listeners.metrics.host, registry=metrics.registry)
             metrics_port = httpd.server_port
+        dataplane.start_serving()
         line = _ready_line(
             listeners.rest, rest_port, listeners.grpc, grpc_port, listeners.metrics, metrics_port
         )
@@ -174,6 +175,7 @@ async def run(
             log.error("the REST listener stopped unexpectedly; shutting down")
         log.info("shutting down: draining in-flight requests (up to %.1f s)", grace)
     finally:
+        dataplane.stop_serving()  # probes see the drain while in-flight requests finish
         await _shutdown(rest, rest_task, grpc_server, grace, health_tasks, backends, httpd)
         for held in reservations:
             held.close()

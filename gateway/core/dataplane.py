@@ -100,14 +100,29 @@ class DataPlane:
         self._metadata_cache: dict[tuple[Route, str], _CacheEntry] = {}
         self._metadata_pending: dict[tuple[Route, str], asyncio.Task[ModelMetadata | None]] = {}
         self._server_metadata = ServerMetadata(SERVER_NAME, _package_version(), list(EXTENSIONS))
+        self._serving = False
+
+    def start_serving(self) -> None:
+        """The listeners are up: from now on the gateway reports itself ready."""
+        self._serving = True
+
+    def stop_serving(self) -> None:
+        """Shutdown began: report not ready, so load balancers stop sending before the listeners close."""
+        self._serving = False
 
     async def live(self) -> bool:
         """The process is up and serving; backends do not matter."""
         return True
 
     async def ready(self) -> bool:
-        """Every backend has at least one healthy endpoint."""
-        return all(c.has_healthy() for c in self._clusters.values())
+        """This gateway can serve: its configuration is loaded and its listeners are up (between
+        `start_serving` and `stop_serving`).
+
+        Backends do not matter here: one framework down must not take every gateway replica, and with it
+        every healthy model, out of service (a Kubernetes readinessProbe reads this). Whether a model can
+        be served is `model_ready`, asked of the model's own backend.
+        """
+        return self._serving
 
     async def server_metadata(self) -> ServerMetadata:
         """The gateway's own name, version and protocol extensions."""

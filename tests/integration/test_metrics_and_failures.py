@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,7 +134,76 @@ def test_dead_backend_is_unavailable(gateway_with_dead_backend: tuple[str, str])
         with pytest.raises(InferenceServerException) as info:
             grpc_client.infer("cnn", [grpc_input])
         assert str(info.value.status()) == "StatusCode.UNAVAILABLE"
-        assert not http.is_server_ready()
+        # The gateway itself can serve (its readiness is not its backends'); the model cannot.
+        assert http.is_server_ready() and grpc_client.is_server_ready()
+        assert not http.is_model_ready("cnn") and not grpc_client.is_model_ready("cnn")
+    finally:
+        http.close()
+        grpc_client.close()
+
+
+@pytest.fixture
+def gateway_with_one_backend_down(stack: LocalStack, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A gateway routing `cnn` to the real JAX runtime and `ghost` to a backend with nothing listening."""
+    rest, grpc_port, metrics = free_ports(3)
+    config = {
+        "listeners": {
+            "rest": {"host": "127.0.0.1", "port": rest},
+            "grpc": {"host": "127.0.0.1", "port": grpc_port},
+            "metrics": {"host": "127.0.0.1", "port": metrics},
+        },
+        "backends": {
+            "jax": {"kind": "v2", "endpoints": [f"127.0.0.1:{stack.ports.runtime_grpc}"]},
+            "gone": {"kind": "v2", "endpoints": [f"127.0.0.1:{free_port()}"], "timeout_s": 5},
+        },
+        "routes": [
+            {"model": "cnn", "backend": "jax"},
+            {"model": "ghost", "backend": "gone", "backend_model": "cnn"},
+        ],
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = ManagedProcess(
+        "gateway", [sys.executable, "-m", "gateway", "serve", "--config", str(path)], "gateway ready"
+    )
+    proc.start(timeout_s=60, echo=False)
+    try:
+        yield f"127.0.0.1:{rest}", f"127.0.0.1:{grpc_port}"
+    finally:
+        proc.stop()
+
+
+def test_one_backend_down_leaves_the_others_models_ready(
+    gateway_with_one_backend_down: tuple[str, str],
+) -> None:
+    """With one of two backends down, the gateway stays ready (REST, gRPC and grpc.health), the healthy
+    backend's model stays ready and serves, and only the dead backend's model is not ready."""
+    from grpc import insecure_channel
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    rest, grpc_url = gateway_with_one_backend_down
+    http = httpclient.InferenceServerClient(url=rest)
+    grpc_client = grpcclient.InferenceServerClient(url=grpc_url)
+    try:
+        assert http.is_server_ready() and grpc_client.is_server_ready()
+        with insecure_channel(grpc_url) as channel:
+            # grpc.health follows readiness by polling it each second: SERVING within a few.
+            health = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 5
+            while True:
+                status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status
+                if status == health_pb2.HealthCheckResponse.SERVING or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert status == health_pb2.HealthCheckResponse.SERVING
+        assert http.is_model_ready("cnn") and grpc_client.is_model_ready("cnn")
+        assert not http.is_model_ready("ghost") and not grpc_client.is_model_ready("ghost")
+        image = grpcclient.InferInput("image", [1, 28, 28, 1], "FP32")
+        image.set_data_from_numpy(np.zeros((1, 28, 28, 1), dtype=np.float32))
+        assert grpc_client.infer("cnn", [image]).as_numpy("probabilities").shape == (1, 10)
+        with pytest.raises(InferenceServerException) as info:
+            grpc_client.infer("ghost", [image])
+        assert str(info.value.status()) == "StatusCode.UNAVAILABLE"
     finally:
         http.close()
         grpc_client.close()

@@ -169,7 +169,7 @@ async def test_backend_down_is_unavailable() -> None:
         await plane.infer(request, RequestContext("grpc"))
     assert info.value.code is ErrorCode.UNAVAILABLE
     assert cluster.endpoints[0].healthy  # the last healthy endpoint is never ejected
-    assert await plane.ready() is True
+    assert cluster.has_healthy()
     assert requests_total(metrics, code="UNAVAILABLE") == 1
     assert request.model_name == "cnn"
 
@@ -315,16 +315,29 @@ async def test_model_ready_of_a_version_the_backend_does_not_know_is_not_found()
         await plane.model_ready("cnn", "404")
 
 
-async def test_ready_needs_a_healthy_endpoint_per_backend() -> None:
-    """Server readiness follows the health checks: not ready until a probe succeeds."""
-    backend = FakeBackend(unready={"a:1"})
-    plane, cluster, _, _ = make_plane(backend)
-    await cluster.check_health()
-    assert await plane.ready() is False
-    backend.unready.clear()
-    await cluster.check_health()
-    assert await plane.ready() is True
-    assert await plane.live() is True
+async def test_server_readiness_is_serving_not_backend_health() -> None:
+    """The gateway is ready while it serves (listeners up, not shutting down), whatever its backends'
+    health: one backend down leaves the others' models ready, and each model's readiness is its own."""
+    up, down = FakeBackend(), FakeBackend(down={"b:1"})
+    metrics = GatewayMetrics()
+    clusters = {
+        "jax": Cluster("jax", up, ("a:1",), metrics=metrics),
+        "tfs": Cluster("tfs", down, ("b:1",), metrics=metrics),
+    }
+    for cluster in clusters.values():
+        await cluster.check_health()
+    routes = (Route("cnn", "", "jax", "double"), Route("mlp", "", "tfs", "double"))
+    plane = DataPlane(Router(routes), clusters, metrics)
+    assert await plane.ready() is False  # listeners not up yet
+    plane.start_serving()
+    assert await plane.ready() is True and await plane.live() is True
+    assert await plane.model_ready("cnn") is True
+    assert await plane.model_ready("mlp") is False
+    assert (await plane.infer(fp32_request("cnn"), RequestContext("grpc"))).outputs[0].data.tolist() == [
+        [0, 2, 4]
+    ]
+    plane.stop_serving()
+    assert await plane.ready() is False  # draining
 
 
 async def test_server_metadata_names_the_gateway_and_extensions() -> None:
