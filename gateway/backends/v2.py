@@ -4,11 +4,9 @@ Connections are made once: over gRPC one persistent `grpc.aio` channel per endpo
 backend (HTTP/2 multiplexes every concurrent call on it); over REST one shared `httpx.AsyncClient` whose
 pool keeps connections alive. No request pays for a connection setup.
 
-Upstream failures become `GatewayError`s at this one boundary, in the manner of httpx's
-`map_exceptions`: an unreachable endpoint is `BackendUnavailable` and a timeout `DeadlineExceeded`,
-both naming the backend and nothing of the transport's internals; a protocol-level refusal
-(INVALID_ARGUMENT, NOT_FOUND, ...) keeps its code and the upstream's message, which the protocol writes
-for clients; an upstream INTERNAL error or anything unreadable is `BackendError`, details logged only.
+Upstream failures become `GatewayError`s at one boundary, by the rules every backend kind shares
+(`grpc_client.map_grpc_errors`, `http_client.map_http_errors` / `status_error`); channels and the HTTP
+pool come from the same modules, so this module is the OIP codec's adapter and little else.
 """
 
 from __future__ import annotations
@@ -24,17 +22,16 @@ import httpx
 import orjson
 from google.protobuf.message import DecodeError
 
+from gateway.backends.grpc_client import map_grpc_errors, open_channel
+from gateway.backends.http_client import map_http_errors, pooled_client, status_error
 from gateway.codecs.v2 import protobuf as pbcodec
 from gateway.codecs.v2 import rest as restcodec
 from gateway.errors import (
     BackendError,
-    BackendUnavailable,
     DeadlineExceeded,
     ErrorCode,
     GatewayError,
     InvalidRequest,
-    PayloadTooLarge,
-    Unimplemented,
 )
 from gateway.proto import inference_pb2 as pb
 from gateway.proto import inference_pb2_grpc
@@ -42,35 +39,6 @@ from gateway.settings import V2BackendSettings
 from gateway.types import InferenceRequest, InferenceResponse, ModelConfig, ModelMetadata
 
 log = logging.getLogger(__name__)
-
-# Keepalive pings only while calls are active: servers with gRPC's default policy punish pings on an
-# idle connection (GOAWAY "too_many_pings"). A minute is well above their 10 s to 5 min minimums.
-_KEEPALIVE_TIME_MS: Final = 60_000
-_KEEPALIVE_TIMEOUT_MS: Final = 20_000
-_MAX_METADATA_BYTES: Final = 256 * 1024
-# REST connection pool, shared by all endpoints: enough kept-alive connections that a busy gateway
-# does not close and reopen them, bounded so a stalled backend cannot exhaust file descriptors.
-_HTTP_MAX_CONNECTIONS: Final = 512
-_HTTP_KEEPALIVE_EXPIRY_S: Final = 60.0
-
-# Upstream codes that are the client's business: passed on with the upstream's own message.
-_GRPC_PASS_THROUGH: Final[dict[grpc.StatusCode, ErrorCode]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: ErrorCode.INVALID_ARGUMENT,
-    grpc.StatusCode.NOT_FOUND: ErrorCode.NOT_FOUND,
-    grpc.StatusCode.FAILED_PRECONDITION: ErrorCode.FAILED_PRECONDITION,
-    grpc.StatusCode.OUT_OF_RANGE: ErrorCode.OUT_OF_RANGE,
-    grpc.StatusCode.ALREADY_EXISTS: ErrorCode.ALREADY_EXISTS,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ErrorCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.UNIMPLEMENTED: ErrorCode.UNIMPLEMENTED,
-}
-_HTTP_PASS_THROUGH: Final[dict[int, ErrorCode]] = {
-    400: ErrorCode.INVALID_ARGUMENT,
-    404: ErrorCode.NOT_FOUND,
-    409: ErrorCode.ALREADY_EXISTS,
-    413: ErrorCode.PAYLOAD_TOO_LARGE,
-    429: ErrorCode.RESOURCE_EXHAUSTED,
-    501: ErrorCode.UNIMPLEMENTED,
-}
 
 _HEADER_LENGTH: Final = "Inference-Header-Content-Length"
 _MODEL_INFER: Final = "/inference.GRPCInferenceService/ModelInfer"
@@ -85,11 +53,6 @@ def _decode_infer_response(data: bytes) -> InferenceResponse:
     except DecodeError:
         raise BackendError("answered with bytes that are not a ModelInferResponse") from None
     return pbcodec.response_from_proto(message)
-
-
-def _refusal(code: ErrorCode, message: str) -> GatewayError:
-    # Unimplemented keeps its class: the DataPlane treats "no metadata here" specially.
-    return Unimplemented(message) if code is ErrorCode.UNIMPLEMENTED else GatewayError(message, code=code)
 
 
 def _readable(backend: str, exc: BackendError) -> BackendError:
@@ -165,58 +128,15 @@ class _GrpcTransport:
         self._name = name
         self._timeout_s = settings.timeout_s
         self._probe_timeout_s = settings.health_check_timeout_s
-        options: list[tuple[str, Any]] = [
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.keepalive_time_ms", _KEEPALIVE_TIME_MS),
-            ("grpc.keepalive_timeout_ms", _KEEPALIVE_TIMEOUT_MS),
-            ("grpc.keepalive_permit_without_calls", 0),
-            # An endpoint may be a DNS name with several addresses (a Kubernetes headless Service):
-            # spread calls over all of them rather than gRPC's default of the first that connects.
-            ("grpc.lb_policy_name", "round_robin"),
-            # gRPC's default 8 KiB soft limit on received metadata would turn a backend's long error
-            # details into RESOURCE_EXHAUSTED; take them, the gateway clips what it passes on.
-            ("grpc.max_metadata_size", _MAX_METADATA_BYTES),
-            ("grpc.absolute_max_metadata_size", _MAX_METADATA_BYTES),
-        ]
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, inference_pb2_grpc.GRPCInferenceServiceStub] = {}
         self._infer_calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
         for endpoint in settings.endpoints:
-            channel = grpc.aio.insecure_channel(endpoint, options=options)
-            channel.get_state(try_to_connect=True)  # start connecting now, not on the first request
+            channel = open_channel(endpoint, settings.max_message_bytes)
             self._channels[endpoint] = channel
             self._stubs[endpoint] = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
             # ModelInfer on bytes: the codec serializes (reusing a client's message when it can) and parses.
             self._infer_calls[endpoint] = channel.unary_unary(_MODEL_INFER)
-
-    def _error(self, exc: grpc.aio.AioRpcError) -> GatewayError:
-        code = exc.code()
-        details = exc.details() or ""
-        if code == grpc.StatusCode.UNAVAILABLE:
-            log.debug("backend '%s' unavailable: %s", self._name, details)
-            return BackendUnavailable(f"backend '{self._name}' unavailable")
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return DeadlineExceeded(f"backend '{self._name}' did not answer within the deadline")
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "metadata size exceeds" in details:
-            # Our channel refused the backend's status details as too large: the backend's fault, and
-            # not load to shed (passed on as RESOURCE_EXHAUSTED it would read "overloaded", and be retried).
-            log.warning("backend '%s': %s", self._name, details[:300])
-            return BackendError(
-                f"backend '{self._name}' answered with status details over the metadata limit"
-            )
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "message larger than max" in details:
-            # gRPC's own message size limit, not a quota to retry against: our channel refusing the
-            # answer is the backend's fault; anything else refused the client's request as too large.
-            log.warning("backend '%s': %s", self._name, details)
-            if details.startswith("CLIENT: Received"):
-                return BackendError(f"backend '{self._name}' answered with a message over max_message_bytes")
-            return PayloadTooLarge(f"request too large for backend '{self._name}'")
-        mapped = _GRPC_PASS_THROUGH.get(code)
-        if mapped is not None:
-            return _refusal(mapped, details or f"backend '{self._name}' refused the request ({code.name})")
-        log.warning("backend '%s' failed with %s: %s", self._name, code.name, details)
-        return BackendError(f"backend '{self._name}' failed ({code.name})")
 
     async def _call(
         self,
@@ -226,10 +146,8 @@ class _GrpcTransport:
         decode: Callable[[Reply], T],
     ) -> T:
         """One unary call with the upstream's errors mapped and its answer decoded."""
-        try:
+        with map_grpc_errors(self._name):
             reply = await rpc(message, timeout=timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            raise self._error(exc) from None
         try:
             return decode(reply)
         except BackendError as exc:
@@ -257,10 +175,8 @@ class _GrpcTransport:
 
     async def model_ready(self, name: str, version: str, endpoint: str) -> bool:
         request = pb.ModelReadyRequest(name=name, version=version)
-        try:
+        with map_grpc_errors(self._name):
             reply = await self._stubs[endpoint].ModelReady(request, timeout=self._timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            raise self._error(exc) from None
         return bool(reply.ready)
 
     async def ready(self, endpoint: str) -> bool:
@@ -286,16 +202,7 @@ class _RestTransport:
         self._name = name
         self._timeout_s = settings.timeout_s
         self._probe_timeout_s = settings.health_check_timeout_s
-        self._client = httpx.AsyncClient(
-            limits=httpx.Limits(
-                max_connections=_HTTP_MAX_CONNECTIONS,
-                max_keepalive_connections=_HTTP_MAX_CONNECTIONS,
-                keepalive_expiry=_HTTP_KEEPALIVE_EXPIRY_S,
-            ),
-            timeout=httpx.Timeout(settings.timeout_s),
-            trust_env=False,  # backend traffic stays direct, whatever HTTP_PROXY says
-            transport=transport,
-        )
+        self._client = pooled_client(settings.timeout_s, transport)
 
     @staticmethod
     def _url(endpoint: str, name: str = "", version: str = "", suffix: str = "") -> str:
@@ -307,31 +214,11 @@ class _RestTransport:
         return url + suffix
 
     async def _send(self, method: str, url: str, timeout_s: float, **kwargs: Any) -> httpx.Response:
-        try:
+        with map_http_errors(self._name):
             return await self._client.request(method, url, timeout=timeout_s, **kwargs)
-        except httpx.ConnectTimeout:
-            raise BackendUnavailable(f"backend '{self._name}' unavailable") from None
-        except httpx.TimeoutException:
-            raise DeadlineExceeded(f"backend '{self._name}' did not answer within the deadline") from None
-        except httpx.TransportError as exc:
-            log.debug("backend '%s' unavailable: %r", self._name, exc)
-            raise BackendUnavailable(f"backend '{self._name}' unavailable") from None
-        except httpx.HTTPError as exc:
-            log.warning("backend '%s' failed: %r", self._name, exc)
-            raise BackendError(f"backend '{self._name}' failed") from None
 
     def _status_error(self, reply: httpx.Response) -> GatewayError:
-        status = reply.status_code
-        if status == 503:
-            return BackendUnavailable(f"backend '{self._name}' unavailable")
-        if status == 504:
-            return DeadlineExceeded(f"backend '{self._name}' did not answer within the deadline")
-        mapped = _HTTP_PASS_THROUGH.get(status)
-        message = self._error_message(reply)
-        if mapped is not None and message is not None:
-            return _refusal(mapped, message)
-        log.warning("backend '%s' answered HTTP %d: %r", self._name, status, reply.content[:200])
-        return BackendError(f"backend '{self._name}' answered HTTP {status}")
+        return status_error(self._name, reply, self._error_message)
 
     @staticmethod
     def _error_message(reply: httpx.Response) -> str | None:
