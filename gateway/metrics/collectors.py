@@ -10,9 +10,8 @@ Per-request metrics go to one of two recorders with the same exposition. In one 
 what prometheus_client's locked values cost per request). With several worker processes,
 prometheus_client's multiprocess mode is used (see `gateway.app`): the values then live in files under
 `PROMETHEUS_MULTIPROC_DIR`, written by prometheus_client's own metric objects (`_SharedRecorder`), and
-the gauges' `multiprocess_mode` says how the parent sums them. `labels()` takes a lock and builds a key
-on every call, so that recorder caches the label children used per request in plain dicts (safe: the
-set of keys is bounded, and the event loop is single-threaded).
+the gauges' `multiprocess_mode` says how the parent sums them. Either recorder only hands out label
+children; what is recorded per request is written once, in `GatewayMetrics`.
 """
 
 from __future__ import annotations
@@ -22,17 +21,19 @@ from typing import Final, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from gateway.metrics.local import LocalCollector, LocalRecorder
+from gateway.metrics.local import LocalRecorder
 from gateway.metrics.specs import (
     BACKEND_DURATION,
     IN_FLIGHT,
     LATENCY_BUCKETS,
     OVERHEAD_BUCKETS,
     OVERHEAD_DURATION,
+    PER_REQUEST,
     REQUEST_BYTES,
     REQUEST_DURATION,
     REQUESTS,
     RESPONSE_BYTES,
+    MetricSpec,
 )
 
 __all__ = ["LATENCY_BUCKETS", "OK", "OVERHEAD_BUCKETS", "UNKNOWN_MODEL", "GatewayMetrics"]
@@ -44,26 +45,33 @@ OK: Final = "OK"
 """The `code` label of a successful request."""
 
 
-class InFlightGauge(Protocol):
+class Counting(Protocol):
+    """A counter or gauge child: prometheus_client's, or a `LocalValue`."""
+
     def inc(self, amount: float = 1.0) -> None: ...
 
     def dec(self, amount: float = 1.0) -> None: ...
 
 
+class Observing(Protocol):
+    """A histogram child: prometheus_client's, or a `LocalHistogram`."""
+
+    def observe(self, amount: float) -> None: ...
+
+
 class _Recorder(Protocol):
-    def in_flight_gauge(self, protocol: str) -> InFlightGauge: ...
+    """Where the label children of the per-request metrics come from."""
 
-    def count(self, key: tuple[str, ...]) -> None: ...
+    def value(self, spec: MetricSpec, labels: tuple[str, ...]) -> Counting: ...
 
-    def observe(
-        self, model: str, backend: str, protocol: str, total_s: float, backend_s: float | None
-    ) -> None: ...
-
-    def transfer(self, model: str, protocol: str, bytes_in: int, bytes_out: int) -> None: ...
+    def histogram(self, spec: MetricSpec, labels: tuple[str, ...]) -> Observing: ...
 
 
 class GatewayMetrics:
     """The gateway's metrics and the cheap ways to record them.
+
+    `labels()` takes a lock and builds a key on every call, so the label children used per request are
+    cached here in plain dicts (safe: the set of keys is bounded, and the event loop is single-threaded).
 
     Args:
         registry: Where the metrics are registered; a fresh `CollectorRegistry` when None, so two
@@ -83,7 +91,7 @@ class GatewayMetrics:
             self._recorder = _SharedRecorder(self.registry)
         else:
             local = LocalRecorder()
-            self.registry.register(LocalCollector(local))
+            self.registry.register(local)
             self._recorder = local
         self.backend_up = Gauge(
             "gateway_backend_up",
@@ -93,10 +101,17 @@ class GatewayMetrics:
             # With several workers, each probes on its own: the endpoint counts as up if any sees it up.
             multiprocess_mode="livemax",
         )
+        self._requests: dict[tuple[str, ...], Counting] = {}
+        self._durations: dict[tuple[str, str, str], tuple[Observing, Observing, Observing]] = {}
+        self._in_flight: dict[str, Counting] = {}
+        self._bytes: dict[tuple[str, str], tuple[Counting, Counting]] = {}
 
-    def in_flight_gauge(self, protocol: str) -> InFlightGauge:
+    def in_flight_gauge(self, protocol: str) -> Counting:
         """The `gateway_requests_in_flight` child of a listener protocol."""
-        return self._recorder.in_flight_gauge(protocol)
+        gauge = self._in_flight.get(protocol)
+        if gauge is None:
+            gauge = self._in_flight[protocol] = self._recorder.value(IN_FLIGHT, (protocol,))
+        return gauge
 
     def observe_request(
         self,
@@ -120,16 +135,45 @@ class GatewayMetrics:
             total_s: Seconds the whole request took in the DataPlane.
             backend_s: Seconds of the backend round trip; None when no backend call was made.
         """
-        self._recorder.count((model, version, backend, protocol, code))
-        self._recorder.observe(model, backend, protocol, total_s, backend_s)
+        self._count(model, version, backend, protocol, code)
+        dkey = (model, backend, protocol)
+        children = self._durations.get(dkey)
+        if children is None:
+            histogram = self._recorder.histogram
+            children = self._durations[dkey] = (
+                histogram(REQUEST_DURATION, dkey),
+                histogram(BACKEND_DURATION, (model, backend)),
+                histogram(OVERHEAD_DURATION, dkey),
+            )
+        total, upstream, overhead = children
+        total.observe(total_s)
+        if backend_s is not None:
+            upstream.observe(backend_s)
+            overhead.observe(max(total_s - backend_s, 0.0))
 
     def observe_rejected(self, *, model: str, version: str, backend: str, protocol: str, code: str) -> None:
         """Count a request a listener refused before it reached the DataPlane (no latency to record)."""
-        self._recorder.count((model, version, backend, protocol, code))
+        self._count(model, version, backend, protocol, code)
+
+    def _count(self, *key: str) -> None:
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._requests[key] = self._recorder.value(REQUESTS, key)
+        counter.inc()
 
     def observe_transfer(self, *, model: str, protocol: str, bytes_in: int, bytes_out: int) -> None:
         """Add one request's wire sizes to the byte counters."""
-        self._recorder.transfer(model, protocol, bytes_in, bytes_out)
+        key = (model, protocol)
+        children = self._bytes.get(key)
+        if children is None:
+            children = self._bytes[key] = (
+                self._recorder.value(REQUEST_BYTES, key),
+                self._recorder.value(RESPONSE_BYTES, key),
+            )
+        if bytes_in > 0:
+            children[0].inc(bytes_in)
+        if bytes_out > 0:
+            children[1].inc(bytes_out)
 
     def set_backend_up(self, backend: str, endpoint: str, up: bool) -> None:
         """Record the outcome of an endpoint's readiness probe (not per request: no cache needed)."""
@@ -140,62 +184,23 @@ class _SharedRecorder:
     """The per-request metrics as prometheus_client's own objects (what multiprocess mode reads)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        r = registry
-        self.requests = Counter(REQUESTS.name, REQUESTS.help, REQUESTS.labels, registry=r)
-        self.request_duration, self.backend_duration, self.overhead_duration = (
-            Histogram(spec.name, spec.help, spec.labels, buckets=spec.buckets, registry=r)
-            for spec in (REQUEST_DURATION, BACKEND_DURATION, OVERHEAD_DURATION)
-        )
-        self.in_flight = Gauge(
-            IN_FLIGHT.name, IN_FLIGHT.help, IN_FLIGHT.labels, registry=r, multiprocess_mode="livesum"
-        )
-        self.request_bytes = Counter(REQUEST_BYTES.name, REQUEST_BYTES.help, REQUEST_BYTES.labels, registry=r)
-        self.response_bytes = Counter(
-            RESPONSE_BYTES.name, RESPONSE_BYTES.help, RESPONSE_BYTES.labels, registry=r
-        )
-        self._requests: dict[tuple[str, ...], Counter] = {}
-        self._durations: dict[tuple[str, str, str], tuple[Histogram, Histogram, Histogram]] = {}
-        self._in_flight: dict[str, Gauge] = {}
-        self._bytes: dict[tuple[str, str], tuple[Counter, Counter]] = {}
+        self._metrics: dict[MetricSpec, Counter | Gauge | Histogram] = {}
+        for spec in PER_REQUEST:
+            if spec.kind == "counter":
+                self._metrics[spec] = Counter(spec.name, spec.help, spec.labels, registry=registry)
+            elif spec.kind == "gauge":
+                self._metrics[spec] = Gauge(
+                    spec.name, spec.help, spec.labels, registry=registry, multiprocess_mode="livesum"
+                )
+            else:
+                self._metrics[spec] = Histogram(
+                    spec.name, spec.help, spec.labels, buckets=spec.buckets, registry=registry
+                )
 
-    def in_flight_gauge(self, protocol: str) -> Gauge:
-        gauge = self._in_flight.get(protocol)
-        if gauge is None:
-            gauge = self._in_flight[protocol] = self.in_flight.labels(protocol)
-        return gauge
+    def value(self, spec: MetricSpec, labels: tuple[str, ...]) -> Counting:
+        child: Counting = self._metrics[spec].labels(*labels)  # type: ignore[assignment]  # Counter/Gauge
+        return child
 
-    def count(self, key: tuple[str, ...]) -> None:
-        counter = self._requests.get(key)
-        if counter is None:
-            counter = self._requests[key] = self.requests.labels(*key)
-        counter.inc()
-
-    def observe(
-        self, model: str, backend: str, protocol: str, total_s: float, backend_s: float | None
-    ) -> None:
-        key = (model, backend, protocol)
-        children = self._durations.get(key)
-        if children is None:
-            children = self._durations[key] = (
-                self.request_duration.labels(*key),
-                self.backend_duration.labels(model, backend),
-                self.overhead_duration.labels(*key),
-            )
-        total, upstream, overhead = children
-        total.observe(total_s)
-        if backend_s is not None:
-            upstream.observe(backend_s)
-            overhead.observe(max(total_s - backend_s, 0.0))
-
-    def transfer(self, model: str, protocol: str, bytes_in: int, bytes_out: int) -> None:
-        key = (model, protocol)
-        children = self._bytes.get(key)
-        if children is None:
-            children = self._bytes[key] = (
-                self.request_bytes.labels(*key),
-                self.response_bytes.labels(*key),
-            )
-        if bytes_in > 0:
-            children[0].inc(bytes_in)
-        if bytes_out > 0:
-            children[1].inc(bytes_out)
+    def histogram(self, spec: MetricSpec, labels: tuple[str, ...]) -> Observing:
+        child: Observing = self._metrics[spec].labels(*labels)  # type: ignore[assignment]  # Histogram
+        return child

@@ -18,9 +18,10 @@ OVERHEAD_BUCKETS: Final = (
 
 @dataclass(frozen=True, slots=True)
 class MetricSpec:
-    """A metric's name (with its `_total` for counters), help text, label names and, for a histogram, its
-    bucket bounds."""
+    """A metric's kind ("counter", "gauge" or "histogram"), name (with its `_total` for counters), help
+    text, label names and, for a histogram, its bucket bounds."""
 
+    kind: str
     name: str
     help: str
     labels: tuple[str, ...]
@@ -28,11 +29,13 @@ class MetricSpec:
 
 
 REQUESTS: Final = MetricSpec(
+    "counter",
     "gateway_requests_total",
     "Inference requests answered, by outcome (code is an ErrorCode name or OK).",
     ("model", "version", "backend", "protocol", "code"),
 )
 REQUEST_DURATION: Final = MetricSpec(
+    "histogram",
     "gateway_request_duration_seconds",
     "Whole inference request inside the gateway, from the listener having the request (before"
     " decoding it) to the DataPlane's answer; encoding the response is not included.",
@@ -40,12 +43,14 @@ REQUEST_DURATION: Final = MetricSpec(
     LATENCY_BUCKETS,
 )
 BACKEND_DURATION: Final = MetricSpec(
+    "histogram",
     "gateway_backend_duration_seconds",
     "Round trip of one inference call to a backend, encoding and decoding included.",
     ("model", "backend"),
     LATENCY_BUCKETS,
 )
 OVERHEAD_DURATION: Final = MetricSpec(
+    "histogram",
     "gateway_overhead_duration_seconds",
     "The gateway's own share of a request (decoding, routing, validation): whole request minus"
     " the backend round trip.",
@@ -53,13 +58,28 @@ OVERHEAD_DURATION: Final = MetricSpec(
     OVERHEAD_BUCKETS,
 )
 IN_FLIGHT: Final = MetricSpec(
-    "gateway_requests_in_flight", "Inference requests being processed.", ("protocol",)
+    "gauge", "gateway_requests_in_flight", "Inference requests being processed.", ("protocol",)
 )
 REQUEST_BYTES: Final = MetricSpec(
+    "counter",
     "gateway_request_bytes_total",
     "Bytes of inference requests as received on the wire.",
     ("model", "protocol"),
 )
 RESPONSE_BYTES: Final = MetricSpec(
-    "gateway_response_bytes_total", "Bytes of inference responses as sent on the wire.", ("model", "protocol")
+    "counter",
+    "gateway_response_bytes_total",
+    "Bytes of inference responses as sent on the wire.",
+    ("model", "protocol"),
 )
+
+PER_REQUEST: Final = (
+    REQUESTS,
+    REQUEST_DURATION,
+    BACKEND_DURATION,
+    OVERHEAD_DURATION,
+    IN_FLIGHT,
+    REQUEST_BYTES,
+    RESPONSE_BYTES,
+)
+"""Every per-request metric, in the order they are exported."""
