@@ -14,9 +14,9 @@ from typing import Final
 CLIP_CHARS: Final = 256
 """The longest client-supplied string (a name, a header value) an error message quotes whole."""
 MAX_MESSAGE_CHARS: Final = 4096
-"""The longest message any error carries: a backstop for strings that reach a message unclipped. gRPC
-sends the message as trailing metadata, and the standard client refuses metadata past 16 KiB (the
-client would see RESOURCE_EXHAUSTED instead of the real error); a REST client would get the bulk back."""
+"""The longest message any error carries: a backstop for strings that reach a message unclipped (an
+upstream's message passed on, say). The gRPC listener bounds status details further, by their encoded
+size (`gateway.api.grpc.servicer.grpc_details`)."""
 
 
 def clip(text: str, limit: int = CLIP_CHARS) -> str:

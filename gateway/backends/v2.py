@@ -29,9 +29,9 @@ from gateway.codecs.v2 import rest as restcodec
 from gateway.errors import (
     BackendError,
     DeadlineExceeded,
-    ErrorCode,
     GatewayError,
     InvalidRequest,
+    ModelNotFound,
 )
 from gateway.proto import inference_pb2 as pb
 from gateway.proto import inference_pb2_grpc
@@ -288,7 +288,7 @@ class _RestTransport:
         if reply.status_code == 200:
             return True
         if reply.status_code == 404:  # an unknown model or version, as over gRPC (NOT_FOUND)
-            raise GatewayError(f"model '{name}' not found", code=ErrorCode.NOT_FOUND)
+            raise ModelNotFound(name, version)
         if 400 <= reply.status_code < 500 or reply.status_code == 503:
             return False
         raise self._status_error(reply)

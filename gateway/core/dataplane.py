@@ -16,7 +16,6 @@ import importlib.metadata
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Final
 
 from gateway.core.cluster import Cluster, Endpoint
 from gateway.core.routing import Route, Router
@@ -53,13 +52,6 @@ _CacheEntry = tuple[float, ModelMetadata | None]
 # Keys hold the version the client asked for, so the cache must not grow with what clients send: past
 # this many entries the oldest fetch is dropped (routes times real versions stay far below it).
 _METADATA_CACHE_ENTRIES = 1024
-
-
-class _Stale:
-    """The metadata cache has no fresh entry."""
-
-
-_STALE: Final = _Stale()
 
 
 def _package_version() -> str:
@@ -143,12 +135,9 @@ class DataPlane:
                     return await cluster.backend.model_ready(
                         route.backend_model, version, cluster.pick().address
                     )
-            except GatewayError as exc:
-                if exc.code is ErrorCode.NOT_FOUND:
-                    raise
-                log.debug("model '%s' not ready: %r", name, exc)
-                return False
-            except TimeoutError as exc:
+            except (GatewayError, TimeoutError) as exc:
+                if isinstance(exc, GatewayError) and exc.code is ErrorCode.NOT_FOUND:
+                    raise  # a version the backend does not know: 404, as the backend answers
                 # Unreachable, failing, too slow: all mean "not ready" to the asker.
                 log.debug("model '%s' not ready: %r", name, exc)
                 return False
@@ -219,8 +208,10 @@ class DataPlane:
                 if deadline <= start:
                     raise DeadlineExceeded(f"deadline passed before model '{model}' was called")
             if self._validate:
-                metadata = self._metadata_if_fresh(route, request.model_version)
-                if isinstance(metadata, _Stale):
+                entry = self._fresh_entry(route, request.model_version)
+                if entry is not None:
+                    metadata = entry[1]
+                else:
                     # Only a cache miss waits on the network here; the backend call below is bounded by
                     # the backend itself (the `Backend.infer` contract), so no timer is armed per request.
                     async with asyncio.timeout(deadline - start):
@@ -322,19 +313,17 @@ class DataPlane:
             bytes_out=bytes_out,
         )
 
-    def _metadata_if_fresh(self, route: Route, version: str) -> ModelMetadata | _Stale | None:
-        """The cached metadata without awaiting anything, or `_STALE` when it must be fetched."""
+    def _fresh_entry(self, route: Route, version: str) -> _CacheEntry | None:
+        """The route's cache entry if it has not expired (read without awaiting anything), else None."""
         entry = self._metadata_cache.get((route, version))
-        if entry is not None and entry[0] > self._clock():
-            return entry[1]
-        return _STALE
+        return entry if entry is not None and entry[0] > self._clock() else None
 
     async def _cached_metadata(self, route: Route, version: str, cluster: Cluster) -> ModelMetadata | None:
         """The route's metadata, fetched at most once per TTL however many requests ask at once."""
-        key = (route, version)
-        entry = self._metadata_cache.get(key)
-        if entry is not None and entry[0] > self._clock():
+        entry = self._fresh_entry(route, version)
+        if entry is not None:
             return entry[1]
+        key = (route, version)
         task = self._metadata_pending.get(key)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._fetch_metadata(route, version, cluster))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -91,9 +93,11 @@ def test_runtime_metrics_move(stack: LocalStack, runtime_grpc: str) -> None:
     assert _value(after, "jax_runtime_compile_duration_seconds_count", model="transformer") >= 1
 
 
-@pytest.fixture
-def gateway_with_dead_backend(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """A gateway alone whose only backend endpoint has nothing listening."""
+@contextlib.contextmanager
+def _gateway(
+    tmp_path: Path, backends: dict[str, Any], routes: list[dict[str, str]]
+) -> Iterator[tuple[str, str]]:
+    """A gateway process of its own with these backends and routes; yields its REST and gRPC addresses."""
     rest, grpc_port, metrics = free_ports(3)
     config = {
         "listeners": {
@@ -101,8 +105,8 @@ def gateway_with_dead_backend(tmp_path: Path) -> Iterator[tuple[str, str]]:
             "grpc": {"host": "127.0.0.1", "port": grpc_port},
             "metrics": {"host": "127.0.0.1", "port": metrics},
         },
-        "backends": {"jax": {"kind": "v2", "endpoints": [f"127.0.0.1:{free_port()}"], "timeout_s": 5}},
-        "routes": [{"model": "cnn", "backend": "jax"}],
+        "backends": backends,
+        "routes": routes,
     }
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -114,6 +118,17 @@ def gateway_with_dead_backend(tmp_path: Path) -> Iterator[tuple[str, str]]:
         yield f"127.0.0.1:{rest}", f"127.0.0.1:{grpc_port}"
     finally:
         proc.stop()
+
+
+def _dead_backend() -> dict[str, Any]:
+    return {"kind": "v2", "endpoints": [f"127.0.0.1:{free_port()}"], "timeout_s": 5}
+
+
+@pytest.fixture
+def gateway_with_dead_backend(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A gateway alone whose only backend endpoint has nothing listening."""
+    with _gateway(tmp_path, {"jax": _dead_backend()}, [{"model": "cnn", "backend": "jax"}]) as addresses:
+        yield addresses
 
 
 def test_dead_backend_is_unavailable(gateway_with_dead_backend: tuple[str, str]) -> None:
@@ -145,32 +160,16 @@ def test_dead_backend_is_unavailable(gateway_with_dead_backend: tuple[str, str])
 @pytest.fixture
 def gateway_with_one_backend_down(stack: LocalStack, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A gateway routing `cnn` to the real JAX runtime and `ghost` to a backend with nothing listening."""
-    rest, grpc_port, metrics = free_ports(3)
-    config = {
-        "listeners": {
-            "rest": {"host": "127.0.0.1", "port": rest},
-            "grpc": {"host": "127.0.0.1", "port": grpc_port},
-            "metrics": {"host": "127.0.0.1", "port": metrics},
-        },
-        "backends": {
-            "jax": {"kind": "v2", "endpoints": [f"127.0.0.1:{stack.ports.runtime_grpc}"]},
-            "gone": {"kind": "v2", "endpoints": [f"127.0.0.1:{free_port()}"], "timeout_s": 5},
-        },
-        "routes": [
-            {"model": "cnn", "backend": "jax"},
-            {"model": "ghost", "backend": "gone", "backend_model": "cnn"},
-        ],
+    backends = {
+        "jax": {"kind": "v2", "endpoints": [f"127.0.0.1:{stack.ports.runtime_grpc}"]},
+        "gone": _dead_backend(),
     }
-    path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config))
-    proc = ManagedProcess(
-        "gateway", [sys.executable, "-m", "gateway", "serve", "--config", str(path)], "gateway ready"
-    )
-    proc.start(timeout_s=60, echo=False)
-    try:
-        yield f"127.0.0.1:{rest}", f"127.0.0.1:{grpc_port}"
-    finally:
-        proc.stop()
+    routes = [
+        {"model": "cnn", "backend": "jax"},
+        {"model": "ghost", "backend": "gone", "backend_model": "cnn"},
+    ]
+    with _gateway(tmp_path, backends, routes) as addresses:
+        yield addresses
 
 
 def test_one_backend_down_leaves_the_others_models_ready(

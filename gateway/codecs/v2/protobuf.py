@@ -31,7 +31,7 @@ from gateway.codecs.v2.tensors import (
     wire_bytes,
 )
 from gateway.datatypes import ALL_DATATYPES, NUMPY_DTYPES
-from gateway.errors import BackendError, InvalidRequest, clip
+from gateway.errors import BackendError, InvalidRequest
 from gateway.proto import inference_pb2 as pb
 from gateway.types import (
     InferenceRequest,
@@ -84,7 +84,7 @@ def request_from_proto(msg: pb.ModelInferRequest) -> InferenceRequest:
         seen: set[str] = set()
         for requested in msg.outputs:
             if requested.name in seen:
-                raise InvalidRequest(f"requested output '{clip(requested.name)}' appears more than once")
+                raise InvalidRequest(f"{owner('requested output', requested.name)} appears more than once")
             seen.add(requested.name)
             outputs.append(RequestedOutput(requested.name, parameters_from_proto(requested.parameters)))
     request = InferenceRequest(

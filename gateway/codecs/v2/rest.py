@@ -340,12 +340,11 @@ def _requested_outputs(items: Any) -> list[RequestedOutput] | None:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidRequest(f"outputs[{index}]: must be an object with a 'name' string")
         name = item["name"]
+        owner = tensor_owner("requested output", name)
         if name in seen:
-            raise InvalidRequest(f"requested output '{clip(name)}' appears more than once")
+            raise InvalidRequest(f"{owner} appears more than once")
         seen.add(name)
-        outputs.append(
-            RequestedOutput(name, _parameters(item.get("parameters"), f"requested output '{clip(name)}'"))
-        )
+        outputs.append(RequestedOutput(name, _parameters(item.get("parameters"), owner)))
     return outputs
 
 

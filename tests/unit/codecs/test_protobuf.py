@@ -193,6 +193,14 @@ def _raw_request(*entries: tuple[str, str, list[int]], raw: list[bytes]) -> pb.M
     return msg
 
 
+def _typed(datatype: str, shape: list[int], **contents: list[Any]) -> pb.ModelInferRequest:
+    """A request whose one input `x` sets exactly the typed `contents` fields given."""
+    tensor = pb.ModelInferRequest.InferInputTensor(
+        name="x", datatype=datatype, shape=shape, contents=pb.InferTensorContents(**contents)
+    )
+    return pb.ModelInferRequest(inputs=[tensor])
+
+
 def _with_parameter(role: str, key: str) -> pb.ModelInferRequest:
     msg = _raw_request(("x", "INT32", [1]), raw=[b"\0" * 4])
     target = msg.inputs[0] if role == "input" else msg.outputs.add(name="y")
@@ -246,41 +254,17 @@ MALFORMED: list[tuple[str, pb.ModelInferRequest, str]] = [
     ),
     (
         "typed-wrong-field",
-        pb.ModelInferRequest(
-            inputs=[
-                pb.ModelInferRequest.InferInputTensor(
-                    name="x",
-                    datatype="INT32",
-                    shape=[1],
-                    contents=pb.InferTensorContents(fp32_contents=[1.0]),
-                )
-            ]
-        ),
+        _typed("INT32", [1], fp32_contents=[1.0]),
         "input 'x': INT32 data goes in int_contents, not fp32_contents",
     ),
     (
         "typed-two-fields",
-        pb.ModelInferRequest(
-            inputs=[
-                pb.ModelInferRequest.InferInputTensor(
-                    name="x",
-                    datatype="INT32",
-                    shape=[1],
-                    contents=pb.InferTensorContents(int_contents=[1], fp32_contents=[1.0]),
-                )
-            ]
-        ),
+        _typed("INT32", [1], int_contents=[1], fp32_contents=[1.0]),
         r"input 'x': sets more than one typed contents field \(int_contents, fp32_contents\)",
     ),
     (
         "typed-other-field-on-empty",
-        pb.ModelInferRequest(
-            inputs=[
-                pb.ModelInferRequest.InferInputTensor(
-                    name="x", datatype="INT32", shape=[0], contents=pb.InferTensorContents(fp64_contents=[1])
-                )
-            ]
-        ),
+        _typed("INT32", [0], fp64_contents=[1]),
         "input 'x': INT32 data goes in int_contents, not fp64_contents",
     ),
     (
@@ -322,13 +306,7 @@ MALFORMED: list[tuple[str, pb.ModelInferRequest, str]] = [
     ),
     (
         "fp16-typed",
-        pb.ModelInferRequest(
-            inputs=[
-                pb.ModelInferRequest.InferInputTensor(
-                    name="x", datatype="FP16", shape=[1], contents=pb.InferTensorContents(fp32_contents=[1.0])
-                )
-            ]
-        ),
+        _typed("FP16", [1], fp32_contents=[1.0]),
         "input 'x': FP16 data must be sent in raw_input_contents",
     ),
     (
