@@ -9,5 +9,11 @@ stamp=".venv/.installed-${extras}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e ".[${extras}]"
+  case ",${extras}," in
+    *,tfserving,*|*,test,*)
+      # The official TF Serving stubs require the full `tensorflow` distribution; tensorflow-cpu
+      # (in the extra) provides the same package, so take the stubs alone (see pyproject.toml).
+      .venv/bin/python -m pip install --quiet --no-deps "tensorflow-serving-api==2.21.0" ;;
+  esac
   touch "$stamp"
 fi
