@@ -160,10 +160,9 @@ class _BackendBase(_Settings):
         return endpoints
 
 
-class V2BackendSettings(_BackendBase):
-    """A server speaking the Open Inference Protocol (KServe v2): Triton, KServe, MLServer, JAX runtime."""
+class _WireBackendBase(_BackendBase):
+    """Fields of the kinds that speak gRPC or REST: which one, and the gRPC message limit."""
 
-    kind: Literal["v2"] = Field(description="Backend kind: the Open Inference Protocol.")
     protocol: Literal["grpc", "rest"] = Field(
         default="grpc", description="Wire protocol toward the backend; grpc is the faster one."
     )
@@ -174,8 +173,57 @@ class V2BackendSettings(_BackendBase):
     )
 
 
-# New kinds join here (`V2BackendSettings | TFServingBackendSettings | ...`); `kind` selects the model.
-BackendSettings = Annotated[V2BackendSettings, Field(discriminator="kind")]
+class V2BackendSettings(_WireBackendBase):
+    """A server speaking the Open Inference Protocol (KServe v2): Triton, KServe, MLServer, JAX runtime."""
+
+    kind: Literal["v2"] = Field(description="Backend kind: the Open Inference Protocol.")
+
+
+class TFServingBackendSettings(_WireBackendBase):
+    """TensorFlow Serving (`tensorflow_model_server`, or the project's runtime of its API): gRPC
+    PredictionService and ModelService, or its REST API (`/v1/models/...`)."""
+
+    kind: Literal["tfserving"] = Field(description="Backend kind: TensorFlow Serving.")
+
+
+# New kinds join here; `kind` selects the model.
+BackendSettings = Annotated[V2BackendSettings | TFServingBackendSettings, Field(discriminator="kind")]
+
+
+class V2RouteOptions(_Settings):
+    """Route options of a `v2` backend: none yet (any key is refused)."""
+
+
+class TFServingRouteOptions(_Settings):
+    """Route options of a `tfserving` backend: which signature, version and outputs the route serves."""
+
+    signature_name: str = Field(
+        default="", description='The SavedModel signature; "" for the default ("serving_default").'
+    )
+    version_label: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9_]*$",
+        description="Send this version label (e.g. stable, canary) instead of the client's version.",
+    )
+    version: int = Field(
+        default=0, ge=0, description="Send this version number instead of the client's; 0: the client's."
+    )
+    outputs: tuple[str, ...] = Field(
+        default=(), description="Outputs asked for when the client names none; empty: all of them."
+    )
+
+    @model_validator(mode="after")
+    def _one_version_choice(self) -> TFServingRouteOptions:
+        if self.version and self.version_label:
+            raise PydanticCustomError("route_options", "give version or version_label, not both")
+        return self
+
+
+RouteOptions = V2RouteOptions | TFServingRouteOptions
+# The options of a route whose backend kind takes none.
+NO_OPTIONS: RouteOptions = V2RouteOptions()
+# The options model of each backend kind; a route's `options` are validated against its backend's.
+ROUTE_OPTIONS: dict[str, type[RouteOptions]] = {"v2": V2RouteOptions, "tfserving": TFServingRouteOptions}
 
 
 class RouteSettings(_Settings):
@@ -191,6 +239,13 @@ class RouteSettings(_Settings):
     backend: str = Field(description="Name of the backend (a key of `backends`) that serves the model.")
     backend_model: str = Field(
         default="", description='The model name on the backend, when it differs from `model`; "" keeps it.'
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Options for the backend, by its kind: tfserving takes signature_name, version_label, version "
+            "and outputs; v2 takes none. Unknown keys are refused."
+        ),
     )
 
 
@@ -240,7 +295,30 @@ class GatewaySettings(_Settings):
                     {"index": index, "model": route.model, "version": route.version, "first": seen[key]},
                 )
             seen[key] = index
+            kind = self.backends[route.backend].kind
+            try:
+                ROUTE_OPTIONS[kind].model_validate(route.options)
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                where = ".".join(str(part) for part in error["loc"])
+                what = "extra keys not permitted" if error["type"] == "extra_forbidden" else error["msg"]
+                raise PydanticCustomError(
+                    "route_options",
+                    "routes.{index}.options{where}: {what} (backend '{backend}' is of kind {kind})",
+                    {
+                        "index": index,
+                        "where": "." + where if where else "",
+                        "what": what,
+                        "backend": route.backend,
+                        "kind": kind,
+                    },
+                ) from None
         return self
+
+    def route_options(self, index: int) -> RouteOptions:
+        """The typed options of route `index` (validated with the file)."""
+        route = self.routes[index]
+        return ROUTE_OPTIONS[self.backends[route.backend].kind].model_validate(route.options)
 
 
 def load_settings(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -336,7 +414,7 @@ def _parse_flow(var: str, raw: str) -> Any:
 def _describe(error: Any, data: Any, sources: Mapping[str, str]) -> str:
     """One line for one pydantic error: the dotted path of the input key, then a short message."""
     kind = error["type"]
-    if kind in ("route_backend", "route_duplicate"):
+    if kind in ("route_backend", "route_duplicate", "route_options"):
         return str(error["msg"])  # the message carries its own path
     loc = _input_path(error["loc"], data)
     if kind == "extra_forbidden":

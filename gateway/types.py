@@ -109,6 +109,19 @@ class ModelConfig:
     preferred_batch_sizes: list[int] = field(default_factory=list)
 
 
+@dataclass(slots=True, frozen=True)
+class Batching:
+    """What a backend says of a model's server-side batching: how many rows it merges into one run
+    (0: it does not batch), the batch sizes it prefers and how long it holds a request for company."""
+
+    max_batch_size: int = 0
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_delay_microseconds: int = 0
+
+
+NO_BATCHING = Batching()
+
+
 @dataclass(slots=True)
 class ServerMetadata:
     name: str

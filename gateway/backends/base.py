@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from gateway.types import InferenceRequest, InferenceResponse, ModelConfig, ModelMetadata
+from gateway.settings import NO_OPTIONS, RouteOptions
+from gateway.types import Batching, InferenceRequest, InferenceResponse, ModelMetadata
 
 
 class Backend(Protocol):
@@ -20,25 +21,46 @@ class Backend(Protocol):
     when the endpoint cannot be reached, `DeadlineExceeded` when it did not answer in time, the
     upstream's own code (NOT_FOUND, INVALID_ARGUMENT, ...) for a protocol-level refusal, and
     `BackendError` for anything unreadable. `endpoint` is one of the configured "host:port" strings.
+    `options` are the route's options for this backend's kind (signature, version label, ...).
     """
 
-    async def infer(self, request: InferenceRequest, endpoint: str, timeout_s: float) -> InferenceResponse:
+    # True when `infer` needs the model's metadata to decode answers (TF Serving's REST JSON carries no
+    # datatypes): the DataPlane then hands it the metadata from its cache, even with validation off.
+    needs_metadata: bool
+
+    async def infer(
+        self,
+        request: InferenceRequest,
+        endpoint: str,
+        timeout_s: float,
+        *,
+        options: RouteOptions = NO_OPTIONS,
+        metadata: ModelMetadata | None = None,
+    ) -> InferenceResponse:
         """Run one inference; `timeout_s` is the time left, passed on as the upstream deadline.
 
         Answers or raises `DeadlineExceeded` within `timeout_s`: the core arms no timer of its own around
         the call (one per request would cost more than the deadline the transport already carries).
+        `metadata` is the model's, when the DataPlane has it (always, if `needs_metadata`).
         """
         ...
 
-    async def model_metadata(self, name: str, version: str, endpoint: str) -> ModelMetadata:
+    async def model_metadata(
+        self, name: str, version: str, endpoint: str, *, options: RouteOptions = NO_OPTIONS
+    ) -> ModelMetadata:
         """The model's OIP metadata."""
         ...
 
-    async def model_config(self, name: str, version: str, endpoint: str) -> ModelConfig:
-        """The model's Triton-style configuration."""
+    async def batching(
+        self, name: str, version: str, endpoint: str, *, options: RouteOptions = NO_OPTIONS
+    ) -> Batching:
+        """What the server says of the model's batching (`NO_BATCHING` when it says nothing); the
+        Triton-style model configuration is derived from this and the metadata, in one place."""
         ...
 
-    async def model_ready(self, name: str, version: str, endpoint: str) -> bool:
+    async def model_ready(
+        self, name: str, version: str, endpoint: str, *, options: RouteOptions = NO_OPTIONS
+    ) -> bool:
         """Whether the model can serve requests on this endpoint."""
         ...
 

@@ -35,8 +35,8 @@ from gateway.errors import (
 )
 from gateway.proto import inference_pb2 as pb
 from gateway.proto import inference_pb2_grpc
-from gateway.settings import V2BackendSettings
-from gateway.types import InferenceRequest, InferenceResponse, ModelConfig, ModelMetadata
+from gateway.settings import NO_OPTIONS, RouteOptions, V2BackendSettings
+from gateway.types import Batching, InferenceRequest, InferenceResponse, ModelConfig, ModelMetadata
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ class _Transport(Protocol):
 
 
 class V2Backend:
-    """An Open Inference Protocol backend (implements `gateway.backends.base.Backend`).
+    """An Open Inference Protocol backend (implements `gateway.backends.base.Backend`); it takes no route
+    options.
 
     Create it inside the running event loop: the gRPC channels bind to it.
 
@@ -81,6 +82,8 @@ class V2Backend:
         settings: Its settings; `protocol` picks gRPC or REST.
         http_transport: REST only: an httpx transport to use instead of the network (tests).
     """
+
+    needs_metadata = False  # OIP answers carry their datatypes and shapes
 
     def __init__(
         self,
@@ -96,19 +99,38 @@ class V2Backend:
         else:
             self._transport = _RestTransport(name, settings, http_transport)
 
-    async def infer(self, request: InferenceRequest, endpoint: str, timeout_s: float) -> InferenceResponse:
+    async def infer(
+        self,
+        request: InferenceRequest,
+        endpoint: str,
+        timeout_s: float,
+        *,
+        options: RouteOptions = NO_OPTIONS,
+        metadata: ModelMetadata | None = None,
+    ) -> InferenceResponse:
         """Run one inference on `endpoint` with an upstream deadline of `timeout_s`."""
         return await self._transport.infer(request, endpoint, timeout_s)
 
-    async def model_metadata(self, name: str, version: str, endpoint: str) -> ModelMetadata:
+    async def model_metadata(
+        self, name: str, version: str, endpoint: str, *, options: RouteOptions = NO_OPTIONS
+    ) -> ModelMetadata:
         """The model's metadata from `endpoint`."""
         return await self._transport.model_metadata(name, version, endpoint)
 
-    async def model_config(self, name: str, version: str, endpoint: str) -> ModelConfig:
-        """The model's Triton-style configuration from `endpoint`."""
-        return await self._transport.model_config(name, version, endpoint)
+    async def batching(
+        self, name: str, version: str, endpoint: str, *, options: RouteOptions = NO_OPTIONS
+    ) -> Batching:
+        """The batching the server's model configuration declares (Triton's and the JAX runtime's)."""
+        config = await self._transport.model_config(name, version, endpoint)
+        return Batching(
+            config.max_batch_size,
+            tuple(config.preferred_batch_sizes),
+            config.max_queue_delay_microseconds,
+        )
 
-    async def model_ready(self, name: str, version: str, endpoint: str) -> bool:
+    async def model_ready(
+        self, name: str, version: str, endpoint: str, *, options: RouteOptions = NO_OPTIONS
+    ) -> bool:
         """Whether `endpoint` reports the model ready."""
         return await self._transport.model_ready(name, version, endpoint)
 

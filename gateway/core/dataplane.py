@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 
 from gateway.core.cluster import Cluster, Endpoint
+from gateway.core.model_config import derive_config
 from gateway.core.routing import Route, Router
 from gateway.core.validation import validate_request
 from gateway.errors import (
@@ -133,7 +134,7 @@ class DataPlane:
             try:
                 async with asyncio.timeout(cluster.timeout_s):
                     return await cluster.backend.model_ready(
-                        route.backend_model, version, cluster.pick().address
+                        route.backend_model, version, cluster.pick().address, options=route.options
                     )
             except (GatewayError, TimeoutError) as exc:
                 if isinstance(exc, GatewayError) and exc.code is ErrorCode.NOT_FOUND:
@@ -159,19 +160,22 @@ class DataPlane:
         return metadata
 
     async def model_config(self, name: str, version: str = "") -> ModelConfig:
-        """The model's configuration under its client-facing name.
+        """The model's Triton-style configuration under its client-facing name, derived from its metadata
+        and what its backend says of batching (`gateway.core.model_config`).
 
         Raises:
             ModelNotFound: No route takes the model.
+            Unimplemented: The backend serves no metadata.
         """
+        metadata = await self.model_metadata(name, version)
         route = self._router.match(name, version)
         cluster = self._clusters[route.backend]
         with self._internal_errors(name, version):
             async with asyncio.timeout(cluster.timeout_s):
-                config = await cluster.backend.model_config(
-                    route.backend_model, version, cluster.pick().address
+                batching = await cluster.backend.batching(
+                    route.backend_model, version, cluster.pick().address, options=route.options
                 )
-        return dataclasses.replace(config, name=route.model)
+        return derive_config(metadata, batching)
 
     async def infer(self, request: InferenceRequest, context: RequestContext) -> InferenceResponse:
         """Route, validate and run one inference.
@@ -207,7 +211,8 @@ class DataPlane:
                 deadline = context.deadline
                 if deadline <= start:
                     raise DeadlineExceeded(f"deadline passed before model '{model}' was called")
-            if self._validate:
+            metadata: ModelMetadata | None = None
+            if self._validate or cluster.backend.needs_metadata:
                 entry = self._fresh_entry(route, request.model_version)
                 if entry is not None:
                     metadata = entry[1]
@@ -216,12 +221,12 @@ class DataPlane:
                     # the backend itself (the `Backend.infer` contract), so no timer is armed per request.
                     async with asyncio.timeout(deadline - start):
                         metadata = await self._cached_metadata(route, request.model_version, cluster)
-                if metadata is not None:
+                if metadata is not None and self._validate:
                     validate_request(request, metadata)
             request.model_name = route.backend_model
             sent = self._clock()
             try:
-                response = await self._send(cluster, request, deadline)
+                response = await self._send(cluster, route, request, deadline, metadata)
             finally:
                 backend_s = self._clock() - sent
                 request.model_name = model  # the caller's request is left as it came
@@ -255,7 +260,14 @@ class DataPlane:
                 backend_s=backend_s,
             )
 
-    async def _send(self, cluster: Cluster, request: InferenceRequest, deadline: float) -> InferenceResponse:
+    async def _send(
+        self,
+        cluster: Cluster,
+        route: Route,
+        request: InferenceRequest,
+        deadline: float,
+        metadata: ModelMetadata | None,
+    ) -> InferenceResponse:
         """Call an endpoint; if it cannot be reached, eject it and try one other endpoint, once.
 
         Retrying UNAVAILABLE is safe for inference (no side effects), and it hides a replica that just
@@ -271,7 +283,9 @@ class DataPlane:
             endpoint = cluster.pick(excluding=failed)
             endpoint.in_flight += 1
             try:
-                return await cluster.backend.infer(request, endpoint.address, left)
+                return await cluster.backend.infer(
+                    request, endpoint.address, left, options=route.options, metadata=metadata
+                )
             except GatewayError as exc:
                 unreachable = isinstance(exc, BackendUnavailable)
                 if unreachable:
@@ -337,7 +351,7 @@ class DataPlane:
         try:
             async with asyncio.timeout(cluster.timeout_s):
                 metadata = await cluster.backend.model_metadata(
-                    route.backend_model, version, endpoint.address
+                    route.backend_model, version, endpoint.address, options=route.options
                 )
         except BackendUnavailable:
             cluster.eject(endpoint)

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gateway.errors import ConfigError, ModelNotFound
-from gateway.settings import GatewaySettings
+from gateway.settings import NO_OPTIONS, GatewaySettings, RouteOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,12 +24,15 @@ class Route:
         version: The version this route is pinned to, "" for any (also the `version` metric label).
         backend: The name of the backend (and of its cluster) that serves the model.
         backend_model: The model name toward the backend.
+        options: The backend kind's options for this route (signature, version label, ...), handed to
+            every backend call of the route.
     """
 
     model: str
     version: str
     backend: str
     backend_model: str
+    options: RouteOptions = NO_OPTIONS
 
 
 class Router:
@@ -50,7 +53,10 @@ class Router:
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> Router:
         """The router of a configuration; an empty `backend_model` means the client's model name."""
-        return cls(Route(r.model, r.version, r.backend, r.backend_model or r.model) for r in settings.routes)
+        return cls(
+            Route(r.model, r.version, r.backend, r.backend_model or r.model, settings.route_options(i))
+            for i, r in enumerate(settings.routes)
+        )
 
     @property
     def routes(self) -> list[Route]:

@@ -58,12 +58,12 @@ async def test_infer_round_trip(backend: tuple[V2Backend, str]) -> None:
 
 
 async def test_metadata_config_and_readiness(backend: tuple[V2Backend, str]) -> None:
-    """Metadata, config, model readiness and server readiness are read from the backend."""
+    """Metadata, batching (from the config), model readiness and server readiness are read from the backend."""
     client, address = backend
     metadata = await client.model_metadata("double", "", address)
     assert [(t.name, t.datatype, t.shape) for t in metadata.inputs] == [("x", "FP32", (-1, 3))]
-    config = await client.model_config("double", "", address)
-    assert config.max_batch_size == 8
+    batching = await client.batching("double", "", address)
+    assert batching.max_batch_size == 8
     assert await client.model_ready("double", "", address) is True
     assert await client.model_ready("other", "", address) is False
     assert await client.ready(address) is True
@@ -115,7 +115,7 @@ async def test_unimplemented_keeps_its_class(backend: tuple[V2Backend, str]) -> 
     """UNIMPLEMENTED upstream becomes Unimplemented, which the DataPlane recognises."""
     client, address = backend
     with pytest.raises(Unimplemented):
-        await client.model_config("other", "", address)
+        await client.batching("other", "", address)
 
 
 async def test_not_ready_server_probe_is_false(

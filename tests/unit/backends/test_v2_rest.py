@@ -177,7 +177,7 @@ async def test_health_metadata_and_model_ready_by_status() -> None:
     try:
         assert await client.ready(ENDPOINT) is True
         assert (await client.model_metadata("double", "", ENDPOINT)).inputs[0].shape == (-1, 3)
-        assert (await client.model_config("double", "", ENDPOINT)).max_batch_size == 4
+        assert (await client.batching("double", "", ENDPOINT)).max_batch_size == 4
         assert await client.model_ready("double", "", ENDPOINT) is True
         assert await client.model_ready("cold", "", ENDPOINT) is False
         with pytest.raises(GatewayError) as info:  # 404: unknown here, as over gRPC

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gateway.errors import BackendUnavailable, DeadlineExceeded, ErrorCode, GatewayError
+from gateway.settings import NO_OPTIONS, RouteOptions
 from gateway.types import (
+    NO_BATCHING,
+    Batching,
     InferenceRequest,
     InferenceResponse,
-    ModelConfig,
     ModelMetadata,
     Tensor,
     TensorMetadata,
@@ -44,6 +46,10 @@ class FakeBackend:
     calls: list[tuple[str, str, str, str]] = field(default_factory=list)  # (method, model, version, endpoint)
     timeouts: list[float] = field(default_factory=list)
     closed: bool = False
+    needs_metadata: bool = False
+    batches: Batching = NO_BATCHING  # what `batching` answers
+    options: list[RouteOptions] = field(default_factory=list)  # given to each infer call
+    metadata_given: list[ModelMetadata | None] = field(default_factory=list)  # given to each infer call
 
     def _check(self, endpoint: str) -> None:
         if endpoint in self.down:
@@ -51,8 +57,18 @@ class FakeBackend:
         if endpoint in self.overloaded:
             raise GatewayError("model 'double' is overloaded", code=ErrorCode.RESOURCE_EXHAUSTED)
 
-    async def infer(self, request: InferenceRequest, endpoint: str, timeout_s: float) -> InferenceResponse:
+    async def infer(
+        self,
+        request: InferenceRequest,
+        endpoint: str,
+        timeout_s: float,
+        *,
+        options: RouteOptions = NO_OPTIONS,
+        metadata: ModelMetadata | None = None,
+    ) -> InferenceResponse:
         self.calls.append(("infer", request.model_name, request.model_version, endpoint))
+        self.options.append(options)
+        self.metadata_given.append(metadata)
         self.timeouts.append(timeout_s)
         self._check(endpoint)
         if self.delay_s:
@@ -66,7 +82,9 @@ class FakeBackend:
         y = Tensor("y", x.datatype, x.shape, x.data * 2)
         return InferenceResponse(request.model_name, [y], request.model_version, request.id)
 
-    async def model_metadata(self, name: str, version: str, endpoint: str) -> ModelMetadata:
+    async def model_metadata(
+        self, name: str, version: str, endpoint: str, *, options: RouteOptions = NO_OPTIONS
+    ) -> ModelMetadata:
         self.calls.append(("metadata", name, version, endpoint))
         self._check(endpoint)
         if self.delay_s:
@@ -75,13 +93,16 @@ class FakeBackend:
             raise self.metadata_error
         return self.metadata[name]
 
-    async def model_config(self, name: str, version: str, endpoint: str) -> ModelConfig:
-        self.calls.append(("config", name, version, endpoint))
+    async def batching(
+        self, name: str, version: str, endpoint: str, *, options: RouteOptions = NO_OPTIONS
+    ) -> Batching:
+        self.calls.append(("batching", name, version, endpoint))
         self._check(endpoint)
-        meta = self.metadata[name]
-        return ModelConfig(name, meta.platform, 0, meta.inputs, meta.outputs)
+        return self.batches
 
-    async def model_ready(self, name: str, version: str, endpoint: str) -> bool:
+    async def model_ready(
+        self, name: str, version: str, endpoint: str, *, options: RouteOptions = NO_OPTIONS
+    ) -> bool:
         self.calls.append(("model_ready", name, version, endpoint))
         self._check(endpoint)
         if version == "404":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,8 @@ from gateway.errors import (
     Unimplemented,
 )
 from gateway.metrics import GatewayMetrics
-from gateway.types import InferenceRequest, InferenceResponse, RequestContext
+from gateway.settings import TFServingRouteOptions
+from gateway.types import Batching, InferenceRequest, InferenceResponse, RequestContext
 from tests.unit.core.fakes import FakeBackend, fp32_request
 
 
@@ -294,7 +296,7 @@ async def test_model_metadata_and_config_use_the_client_name() -> None:
     plane, _, backend, _ = make_plane()
     assert (await plane.model_metadata("cnn")).name == "cnn"
     assert (await plane.model_config("cnn")).name == "cnn"
-    assert ("config", "double", "", "a:1") in backend.calls
+    assert ("batching", "double", "", "a:1") in backend.calls
 
 
 async def test_model_ready_true_false_and_not_found() -> None:
@@ -388,10 +390,10 @@ async def test_a_retry_past_the_deadline_is_not_sent() -> None:
 
     class SlowlyDown(FakeBackend):
         async def infer(
-            self, request: InferenceRequest, endpoint: str, timeout_s: float
+            self, request: InferenceRequest, endpoint: str, timeout_s: float, **kwargs: Any
         ) -> InferenceResponse:
             now[0] += 10.0  # the attempt used more than the whole deadline, then failed
-            return await super().infer(request, endpoint, timeout_s)
+            return await super().infer(request, endpoint, timeout_s, **kwargs)
 
     backend = SlowlyDown(down={"a:1"})
     metrics = GatewayMetrics()
@@ -407,3 +409,42 @@ async def test_a_retry_past_the_deadline_is_not_sent() -> None:
         await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
     assert [c[3] for c in backend.calls if c[0] == "infer"] == ["a:1"]
     assert requests_total(metrics, code="DEADLINE_EXCEEDED") == 1
+
+
+async def test_each_route_hands_its_options_to_the_backend() -> None:
+    """Two routes to one backend model differ only by their options: each call carries its route's."""
+    stable = TFServingRouteOptions(version_label="stable")
+    canary = TFServingRouteOptions(version_label="canary")
+    routes = (
+        Route("cnn", "stable", "jax", "double", stable),
+        Route("cnn", "canary", "jax", "double", canary),
+    )
+    plane, _, backend, _ = make_plane(routes=routes)
+    await plane.infer(fp32_request("cnn", version="canary"), RequestContext("grpc"))
+    await plane.infer(fp32_request("cnn", version="stable"), RequestContext("grpc"))
+    assert backend.options == [canary, stable]
+
+
+async def test_a_backend_that_needs_metadata_gets_it_even_without_validation() -> None:
+    """TF Serving's REST answers carry no datatypes: its backend decodes with the cached metadata."""
+    backend = FakeBackend(needs_metadata=True)
+    metrics = GatewayMetrics()
+    cluster = Cluster("jax", backend, ("a:1",), timeout_s=5.0, metrics=metrics)
+    cluster.endpoints[0].healthy = True
+    plane = DataPlane(
+        Router((Route("cnn", "", "jax", "double"),)), {"jax": cluster}, metrics, validate_requests=False
+    )
+    await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    assert [m.name if m else None for m in backend.metadata_given] == ["cnn", "cnn"]
+    assert [c[0] for c in backend.calls].count("metadata") == 1  # fetched once, from the one cache
+
+
+async def test_model_config_is_derived_from_metadata_and_batching() -> None:
+    """The backend says only how it batches; the Triton-style config drops the batch dimension then."""
+    plane, _, backend, _ = make_plane()
+    backend.batches = Batching(8, (4, 8), 500)
+    config = await plane.model_config("cnn")
+    assert (config.name, config.max_batch_size, config.preferred_batch_sizes) == ("cnn", 8, [4, 8])
+    assert config.max_queue_delay_microseconds == 500
+    assert [t.shape for t in config.inputs] == [(3,)]

@@ -1,0 +1,1 @@
+"""TensorFlow Serving's wire formats: TensorProto, SignatureDef metadata, Predict messages, REST JSON."""
