@@ -97,9 +97,7 @@ def predict_request(request: InferenceRequest, target: Target = NO_TARGET) -> pr
     return message
 
 
-def response_from_predict(
-    reply: predict_pb2.PredictResponse, request: InferenceRequest
-) -> InferenceResponse:
+def response_from_predict(reply: predict_pb2.PredictResponse, request: InferenceRequest) -> InferenceResponse:
     """A gateway response from a backend's PredictResponse, outputs in the order the client asked for
     them (else by name: a protobuf map has no order).
 
@@ -148,4 +146,3 @@ def predict_response(
     for tensor in response.outputs:
         tensor_to_proto(tensor, message.outputs[tensor.name], typed=typed)
     return message
-

@@ -41,9 +41,7 @@ def _tensors(infos: Any, role: str) -> list[TensorMetadata]:
     return tensors
 
 
-def metadata_from_signature(
-    name: str, version: str, signature: meta_graph_pb2.SignatureDef
-) -> ModelMetadata:
+def metadata_from_signature(name: str, version: str, signature: meta_graph_pb2.SignatureDef) -> ModelMetadata:
     """OIP metadata of one signature of a model version."""
     return ModelMetadata(
         name=name,

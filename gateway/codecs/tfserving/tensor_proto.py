@@ -196,4 +196,3 @@ def _as_bytes(item: Any) -> bytes:
     if isinstance(item, str):
         return item.encode("utf-8")
     raise InvalidRequest(f"BYTES element of type {type(item).__name__} is neither bytes nor str")
-

@@ -58,7 +58,7 @@ async def test_infer_round_trip(backend: tuple[V2Backend, str]) -> None:
 
 
 async def test_metadata_config_and_readiness(backend: tuple[V2Backend, str]) -> None:
-    """Metadata, batching (from the config), model readiness and server readiness are read from the backend."""
+    """Metadata, batching (from the config), model and server readiness are read from the backend."""
     client, address = backend
     metadata = await client.model_metadata("double", "", address)
     assert [(t.name, t.datatype, t.shape) for t in metadata.inputs] == [("x", "FP32", (-1, 3))]
