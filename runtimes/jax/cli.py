@@ -72,12 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="inference requests served at once; past it 429 / RESOURCE_EXHAUSTED (default 0: no limit)",
     )
 
-    examples = commands.add_parser("export-examples", help="export the example CNN and transformer")
+    examples = commands.add_parser("export-examples", help="export the example CNN, transformer and MLP")
     examples.add_argument("directory", type=Path, help="the model repository to write into")
     examples.add_argument("--version", type=int, default=1, help="version number to write (default 1)")
     examples.add_argument("--max-batch-size", type=int, default=8, help="largest batch bucket (default 8)")
     examples.add_argument(
         "--instances-per-device", type=int, default=1, help="batches run at once per device (default 1)"
+    )
+    examples.add_argument(
+        "--weights",
+        type=Path,
+        help="directory of the weight files to export (written there from seed 0 if missing); "
+        "default: drawn from seed 0 in memory",
     )
     return parser
 
@@ -93,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     if args.command == "export-examples":
+        from runtimes.examples.build import print_progress
         from runtimes.jax.examples import export_examples
 
         for path in export_examples(
@@ -101,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_batch_size=args.max_batch_size,
             instances_per_device=args.instances_per_device,
             overwrite=True,
+            weights=args.weights,
+            progress=print_progress("jax"),
         ):
             print(path)
         return 0

@@ -19,16 +19,10 @@ import numpy as np
 
 from gateway.datatypes import ALL_DATATYPES, numpy_dtype
 from gateway.errors import ConfigError
+from runtimes.common.batching import DEFAULT_MAX_QUEUE_DELAY_MS, BatchingConfig, default_buckets
 
 PLATFORM: Final = "jax_xla"
 _NUMBER_LIST: Final = re.compile(r"\[\s*(-?\d+(?:,\s*-?\d+)*)\s*\]")
-DEFAULT_MAX_QUEUE_DELAY_MS: Final = 2.0
-
-
-def default_buckets(max_batch_size: int) -> tuple[int, ...]:
-    """Powers of two below `max_batch_size`, then `max_batch_size` itself: 1, 2, 4, ..., max."""
-    buckets = [1 << i for i in range(max(max_batch_size, 1).bit_length()) if (1 << i) < max_batch_size]
-    return (*buckets, max_batch_size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,38 +49,6 @@ class TensorSpec:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
-
-
-@dataclass(frozen=True, slots=True)
-class BatchingConfig:
-    """How requests are merged: up to `max_batch_size` rows, run at the smallest bucket that fits them."""
-
-    max_batch_size: int
-    buckets: tuple[int, ...]
-    max_queue_delay_ms: float = DEFAULT_MAX_QUEUE_DELAY_MS
-    # Run what is queued at once when the device has nothing running, rather than wait the delay for
-    # company: a lone request gets no added latency, and under load (the device busy) batches still fill.
-    dispatch_when_idle: bool = True
-    # Requests waiting in the queue (not yet in a batch) beyond which new ones are refused with
-    # RESOURCE_EXHAUSTED, so an overloaded server sheds load instead of growing its queue and every
-    # request's latency without bound. 0: no limit (Triton's default too).
-    max_queue_size: int = 0
-
-    def bucket_for(self, rows: int) -> int:
-        """The smallest bucket holding `rows` (1 <= rows <= max_batch_size)."""
-        for bucket in self.buckets:
-            if bucket >= rows:
-                return bucket
-        raise ValueError(f"{rows} rows exceed the largest bucket {self.buckets[-1]}")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "max_batch_size": self.max_batch_size,
-            "batch_buckets": list(self.buckets),
-            "max_queue_delay_ms": self.max_queue_delay_ms,
-            "dispatch_when_idle": self.dispatch_when_idle,
-            "max_queue_size": self.max_queue_size,
-        }
 
 
 @dataclass(frozen=True, slots=True)

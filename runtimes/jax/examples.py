@@ -1,14 +1,16 @@
 """Example models built with plain `jax.numpy`, for the docs, the tests and the benchmark.
 
-Both are small enough to compile in well under a second per batch bucket on a CPU, yet exercise what
-real models do: convolutions, pooling, attention, layer norm, integer-token embedding lookups. Their
-weights are deterministic random values drawn from a seed, so an exported model and the function it
-came from can be compared exactly.
+All are small enough to compile in well under a second per batch bucket on a CPU, yet exercise what
+real models do: convolutions, pooling, attention, layer norm, integer-token embedding lookups, dense
+layers with biases. Their weights and tensors come from `runtimes.examples` (numpy only, drawn from a
+seed), which TF Serving's copies of these models (`runtimes.tfserving.examples`) use too, so an exported
+model, the function it came from and its TensorFlow twin can all be compared.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from runtimes.examples import SPECS, ExampleSpec, Params, ensure_weights, load_weights, sample_inputs
+from runtimes.examples.build import Progress
+from runtimes.examples.specs import CNN, HEADS, LAYER_NORM_EPSILON, MLP, TRANSFORMER, VOCAB, cnn_weights
 from runtimes.jax.exporter import export
-
-Params = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +36,6 @@ class ExampleModel:
     example_inputs: tuple[np.ndarray, ...]
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
-
-
-def _normal(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> np.ndarray:
-    # numpy, not jax.random: eager jax ops each compile once, which costs seconds for a handful of arrays.
-    return (rng.standard_normal(shape, dtype=np.float32) * scale).astype(np.float32)
 
 
 # --- CNN image classifier: "image" FP32 [-1, 28, 28, 1] -> "probabilities" FP32 [-1, 10] ---------------
@@ -71,25 +69,17 @@ def cnn_classifier(seed: int = 0, width: int = 1, name: str = "cnn") -> ExampleM
     runtime fares when a row costs more compute than a request costs the server.
     """
     rng = np.random.default_rng(seed)
-    c1, c2 = 8 * width, 16 * width
-    params: Params = {
-        "conv1": {"w": _normal(rng, (3, 3, 1, c1), 1 / 3), "b": np.zeros(c1, np.float32)},
-        "conv2": {"w": _normal(rng, (3, 3, c1, c2), 1 / math.sqrt(9 * c1)), "b": np.zeros(c2, np.float32)},
-        "dense": {"w": _normal(rng, (7 * 7 * c2, 10), 1 / math.sqrt(49 * c2)), "b": np.zeros(10, np.float32)},
-    }
-    example = rng.random((2, 28, 28, 1), dtype=np.float32)
-    return ExampleModel(name, cnn_apply, params, (example,), ("image",), ("probabilities",))
+    params = cnn_weights(rng, width)
+    return _model(CNN, name, params, sample_inputs(CNN, rng, 2))
 
 
 # --- Transformer encoder: "tokens" INT32 [-1, 16] -> "embedding" FP32 [-1, 32] --------------------------
-
-VOCAB, SEQ, D_MODEL, HEADS, D_FF, LAYERS = 128, 16, 32, 4, 64, 2
 
 
 def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + 1e-5) * scale + bias
+    return (x - mean) * jax.lax.rsqrt(var + LAYER_NORM_EPSILON) * scale + bias
 
 
 def _attention(x: jax.Array, layer: Params) -> jax.Array:
@@ -117,35 +107,53 @@ def transformer_apply(params: Params, tokens: jax.Array) -> jax.Array:
 
 def transformer_encoder(seed: int = 0) -> ExampleModel:
     """A two-layer, four-head encoder over 16 tokens with random weights drawn from `seed`."""
-    rng = np.random.default_rng(seed)
-    ones, zeros = np.ones(D_MODEL, np.float32), np.zeros(D_MODEL, np.float32)
-    layers = [
-        {
-            "qkv": _normal(rng, (D_MODEL, 3 * D_MODEL), D_MODEL**-0.5),
-            "out": _normal(rng, (D_MODEL, D_MODEL), D_MODEL**-0.5),
-            "ff1": _normal(rng, (D_MODEL, D_FF), D_MODEL**-0.5),
-            "ff2": _normal(rng, (D_FF, D_MODEL), D_FF**-0.5),
-            "ln1_scale": ones,
-            "ln1_bias": zeros,
-            "ln2_scale": ones,
-            "ln2_bias": zeros,
-        }
-        for _ in range(LAYERS)
-    ]
-    params: Params = {
-        "embed": _normal(rng, (VOCAB, D_MODEL), 1.0),
-        "pos": _normal(rng, (SEQ, D_MODEL), 0.1),
-        "layers": layers,
-        "ln_scale": ones,
-        "ln_bias": zeros,
-    }
-    example = rng.integers(0, VOCAB, (2, SEQ), dtype=np.int32)
-    return ExampleModel("transformer", transformer_apply, params, (example,), ("tokens",), ("embedding",))
+    return example_model(TRANSFORMER.name, seed)
+
+
+# --- MLP: "features" FP32 [-1, 16] -> "logits" FP32 [-1, 4] ---------------------------------------------
+
+
+def mlp_apply(params: Params, features: jax.Array) -> jax.Array:
+    """Dense layers with ReLU between them; the last layer's output is the logits, unnormalised."""
+    x = features
+    *hidden, last = params["layers"]
+    for layer in hidden:
+        x = jax.nn.relu(x @ layer["w"] + layer["b"])
+    out: jax.Array = x @ last["w"] + last["b"]
+    return out
+
+
+def mlp(seed: int = 0) -> ExampleModel:
+    """A 16 -> 32 -> 32 -> 4 multilayer perceptron with random weights and biases drawn from `seed`."""
+    return example_model(MLP.name, seed)
+
+
+APPLY: dict[str, Callable[..., Any]] = {"cnn": cnn_apply, "transformer": transformer_apply, "mlp": mlp_apply}
+
+
+def example_model(name: str, seed: int = 0, params: Params | None = None) -> ExampleModel:
+    """Example model `name` with the weights drawn from `seed`, or `params` instead (from `load_weights`).
+
+    The example inputs are drawn from `seed` after the weights either way: only their dtypes and shapes
+    matter to `export`.
+    """
+    spec = SPECS[name]
+    drawn, example_inputs = spec.draw(seed)
+    return _model(spec, name, drawn if params is None else params, example_inputs)
+
+
+def _model(
+    spec: ExampleSpec, name: str, params: Params, example_inputs: tuple[np.ndarray, ...]
+) -> ExampleModel:
+    inputs = tuple(t.name for t in spec.inputs)
+    outputs = tuple(t.name for t in spec.outputs)
+    return ExampleModel(name, APPLY[spec.name], params, example_inputs, inputs, outputs)
 
 
 EXAMPLES: dict[str, Callable[[int], ExampleModel]] = {
     "cnn": cnn_classifier,
     "transformer": transformer_encoder,
+    "mlp": mlp,
 }
 
 
@@ -157,23 +165,35 @@ def export_examples(
     max_queue_delay_ms: float = 2.0,
     instances_per_device: int = 1,
     overwrite: bool = False,
+    weights: Path | None = None,
+    progress: Progress | None = None,
 ) -> list[Path]:
-    """Exports every example model into the model repository `root` as `<root>/<name>/<version>/`."""
+    """Exports every example model into the model repository `root` as `<root>/<name>/<version>/`.
+
+    Args:
+        weights: A directory of weight files (`runtimes.examples.ensure_weights`: `<name>.npz`, written
+            there from seed 0 if missing) to export instead of drawing the weights here; the same
+            arrays either way, but TF Serving's exporter reads the same files.
+        progress: Called after each model with its name, version directory and the seconds it took.
+    """
     written = []
-    for build in EXAMPLES.values():
-        model = build(0)
-        written.append(
-            export(
-                model.fn,
-                model.params,
-                model.example_inputs,
-                root / model.name / str(version),
-                input_names=model.input_names,
-                output_names=model.output_names,
-                max_batch_size=max_batch_size,
-                max_queue_delay_ms=max_queue_delay_ms,
-                instances_per_device=instances_per_device,
-                overwrite=overwrite,
-            )
+    for name in EXAMPLES:
+        started = time.perf_counter()
+        params = None if weights is None else load_weights(ensure_weights(weights, name))
+        model = example_model(name, params=params)
+        path = export(
+            model.fn,
+            model.params,
+            model.example_inputs,
+            root / model.name / str(version),
+            input_names=model.input_names,
+            output_names=model.output_names,
+            max_batch_size=max_batch_size,
+            max_queue_delay_ms=max_queue_delay_ms,
+            instances_per_device=instances_per_device,
+            overwrite=overwrite,
         )
+        written.append(path)
+        if progress is not None:
+            progress(name, path, time.perf_counter() - started)
     return written

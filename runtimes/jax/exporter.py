@@ -25,13 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gateway.datatypes import datatype_of
-from runtimes.jax.config import (
-    DEFAULT_MAX_QUEUE_DELAY_MS,
-    BatchingConfig,
-    ModelVersionConfig,
-    TensorSpec,
-    default_buckets,
-)
+from runtimes.common.batching import DEFAULT_MAX_QUEUE_DELAY_MS, BatchingConfig, default_buckets
+from runtimes.jax.config import ModelVersionConfig, TensorSpec
 from runtimes.jax.repository import CONFIG_FILE, EXPORTED_FILE, WEIGHTS_FILE
 
 # Lowered for all three so one artifact serves CPU, GPU and TPU nodes; jax selects the platform at load.

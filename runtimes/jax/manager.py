@@ -25,7 +25,7 @@ from typing import Protocol
 
 from gateway.errors import ConfigError, ModelNotFound, ModelNotReady
 from gateway.types import ModelMetadata
-from runtimes.jax.batcher import BatchRunner, DynamicBatcher
+from runtimes.common.batching import BatchRunner, DynamicBatcher
 from runtimes.jax.config import ModelVersionConfig
 from runtimes.jax.metrics import RuntimeMetrics
 from runtimes.jax.repository import (
@@ -228,6 +228,7 @@ class ModelManager:
             # would be all the extra slots bought.
             depth=2 if instances == 1 else 1,
             stats=self._metrics.batch_stats(model, version),
+            thread_name="jax-replica",
         )
         self._served.setdefault(model, {})[source.version] = ServedVersion(
             model, version, source, loaded, batcher, signature(model, loaded.config)

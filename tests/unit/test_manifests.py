@@ -276,14 +276,21 @@ def test_gateway_drains_before_it_is_killed() -> None:
     assert _pod(deployment)["terminationGracePeriodSeconds"] > int(command[1]) + drain_s
 
 
-@pytest.mark.parametrize("name", ["gateway", "jax-runtime"])
-def test_service_ports_target_named_container_ports(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "port_names"),
+    [
+        ("gateway", {"http", "grpc", "metrics"}),
+        ("jax-runtime", {"http", "grpc", "metrics"}),
+        ("tfserving", {"http", "grpc"}),  # its metrics are on the REST port
+    ],
+)
+def test_service_ports_target_named_container_ports(name: str, port_names: set[str]) -> None:
     """Each Service port targets a container port by name, with the same number; gRPC has an appProtocol."""
     objects = _base_objects()
     container = _container(_find(objects, "Deployment", name), name)
     ports = _ports(container)
     service_ports = {port["name"]: port for port in _find(objects, "Service", name)["spec"]["ports"]}
-    assert set(service_ports) == set(ports) == {"http", "grpc", "metrics"}
+    assert set(service_ports) == set(ports) == port_names
     for port_name, port in service_ports.items():
         assert port["targetPort"] == port_name
         assert port["port"] == ports[port_name]
@@ -343,7 +350,7 @@ def test_scrape_annotations_name_the_metrics_port(name: str) -> None:
     assert annotations["prometheus.io/port"] == str(metrics_port)
 
 
-@pytest.mark.parametrize("name", ["gateway", "jax-runtime"])
+@pytest.mark.parametrize("name", ["gateway", "jax-runtime", "tfserving"])
 def test_containers_are_locked_down(name: str) -> None:
     """Pods run as non-root with a read-only root filesystem, no privilege escalation and no capabilities."""
     pod = _pod(_find(_base_objects(), "Deployment", name))
@@ -355,6 +362,87 @@ def test_containers_are_locked_down(name: str) -> None:
         assert context["allowPrivilegeEscalation"] is False, container["name"]
         assert context["capabilities"]["drop"] == ["ALL"], container["name"]
         assert {"requests", "limits"} <= set(container["resources"]), container["name"]
+
+
+def _tfserving_config(name: str) -> str:
+    """One file of the generated tfserving-config ConfigMap (protobuf text format), by its key."""
+    generator = next(
+        gen for gen in _kustomization(BASE)["configMapGenerator"] if gen["name"] == "tfserving-config"
+    )
+    files: dict[str, str] = dict(entry.split("=", 1) for entry in generator["files"])
+    return (BASE / files[name]).read_text()
+
+
+def _tfserving() -> tuple[Obj, Obj]:
+    deployment = _find(_base_objects(), "Deployment", "tfserving")
+    return deployment, _container(deployment, "tfserving")
+
+
+def test_tfserving_serves_grpc_8500_and_rest_8501_from_the_mounted_configs() -> None:
+    """TF Serving's ports are its defaults, and its config flags name files of the mounted ConfigMap."""
+    deployment, container = _tfserving()
+    args = container["args"]
+    assert _ports(container) == {"grpc": 8500, "http": 8501}
+    assert (int(_flag(args, "--port")), int(_flag(args, "--rest_api_port"))) == (8500, 8501)
+    volumes = {volume["name"]: volume for volume in _pod(deployment)["volumes"]}
+    for flag, key in (
+        ("--model_config_file", "models.config"),
+        ("--monitoring_config_file", "monitoring.config"),
+    ):
+        path = Path(_flag(args, flag))
+        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent))
+        assert volumes[mount["name"]]["configMap"]["name"] == "tfserving-config", flag
+        assert path.name == key, flag
+
+
+def test_tfserving_model_config_serves_the_example_models_from_the_model_volume() -> None:
+    """models.config lists every example model, each base path a directory of the volume the
+    initContainer exports the SavedModels into."""
+    from runtimes.examples import SPECS
+
+    text = _tfserving_config("models.config")
+    names = re.findall(r'\bname:\s*"([^"]+)"', text)
+    base_paths = re.findall(r'\bbase_path:\s*"([^"]+)"', text)
+    assert sorted(names) == sorted(SPECS)
+    deployment, container = _tfserving()
+    init = next(c for c in _pod(deployment)["initContainers"] if c["name"] == "export-examples")
+    assert init["command"][-1] == "runtimes.tfserving.examples"
+    (repository,) = init["args"]
+    assert base_paths == [f"{repository}/{name}" for name in names]
+    init_volume = next(m["name"] for m in init["volumeMounts"] if m["mountPath"] == repository)
+    server_mount = next(m for m in container["volumeMounts"] if m["mountPath"] == repository)
+    assert server_mount["name"] == init_volume and server_mount["readOnly"] is True
+
+
+def test_tfserving_metrics_are_where_the_annotations_say() -> None:
+    """The monitoring config enables Prometheus at the path the scrape annotations name, on the REST port."""
+    deployment, container = _tfserving()
+    text = _tfserving_config("monitoring.config")
+    assert re.search(r"\benable:\s*true\b", text)
+    (path,) = re.findall(r'\bpath:\s*"([^"]+)"', text)
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == path == "/monitoring/prometheus/metrics"
+    assert annotations["prometheus.io/port"] == str(_ports(container)["http"])
+
+
+def test_tfserving_is_ready_when_a_configured_model_is() -> None:
+    """Readiness GETs the REST model-status endpoint of a model the config serves."""
+    _, container = _tfserving()
+    probe = container["readinessProbe"]["httpGet"]
+    assert probe["port"] == "http"
+    model = probe["path"].removeprefix("/v1/models/")
+    assert probe["path"] == f"/v1/models/{model}"
+    assert f'name: "{model}"' in _tfserving_config("models.config")
+
+
+def test_tfserving_image_is_a_pinned_release() -> None:
+    """The official image, pinned to a version tag (never latest) in the base and in production."""
+    _, container = _tfserving()
+    assert container["image"] == "tensorflow/serving"
+    for directory in (BASE, K8S / "overlays" / "production"):
+        tags = {image["name"]: image["newTag"] for image in _kustomization(directory)["images"]}
+        assert re.fullmatch(r"\d+\.\d+\.\d+", tags["tensorflow/serving"]), directory
 
 
 def test_hpa_and_pdb_cover_the_gateway() -> None:
@@ -426,7 +514,7 @@ def test_generated_configmap_name_is_hashed() -> None:
 def test_dev_overlay_runs_one_small_replica() -> None:
     """dev: one replica of each Deployment, HPA floor of one, smaller requests than the base."""
     objects, base = _render(K8S / "overlays" / "dev"), _render(BASE)
-    for name in ("gateway", "jax-runtime"):
+    for name in ("gateway", "jax-runtime", "tfserving"):
         assert _find(objects, "Deployment", name)["spec"]["replicas"] == 1
         dev = _container(_find(objects, "Deployment", name), name)["resources"]["requests"]
         assert dev != _container(_find(base, "Deployment", name), name)["resources"]["requests"]
@@ -436,7 +524,7 @@ def test_dev_overlay_runs_one_small_replica() -> None:
 def test_production_overlay_spreads_replicas() -> None:
     """production: more replicas than the base, spread over zones, anti-affinity between nodes."""
     objects = _render(K8S / "overlays" / "production")
-    for name, base_replicas in (("gateway", 2), ("jax-runtime", 2)):
+    for name, base_replicas in (("gateway", 2), ("jax-runtime", 2), ("tfserving", 2)):
         deployment = _find(objects, "Deployment", name)
         pod = _pod(deployment)
         assert deployment["spec"]["replicas"] > base_replicas, name
@@ -446,6 +534,7 @@ def test_production_overlay_spreads_replicas() -> None:
     hpa = _find(objects, "HorizontalPodAutoscaler", "gateway")["spec"]
     assert hpa["minReplicas"] == _find(objects, "Deployment", "gateway")["spec"]["replicas"]
     _find(objects, "PodDisruptionBudget", "jax-runtime")
+    _find(objects, "PodDisruptionBudget", "tfserving")
 
 
 def test_gpu_overlay_puts_the_runtime_on_a_gpu() -> None:
@@ -459,13 +548,26 @@ def test_gpu_overlay_puts_the_runtime_on_a_gpu() -> None:
     assert pod["nodeSelector"]
     assert any(toleration["key"] == "nvidia.com/gpu" for toleration in pod["tolerations"])
     gateway = _container(_find(objects, "Deployment", "gateway"), "gateway")
-    assert "nvidia.com/gpu" not in gateway["resources"]["limits"], "only the runtime needs the GPU"
+    assert "nvidia.com/gpu" not in gateway["resources"]["limits"], "only the runtimes need the GPU"
+
+
+def test_gpu_overlay_runs_tfserving_on_a_gpu_with_the_gpu_image() -> None:
+    """gpu: TF Serving asks for nvidia.com/gpu on GPU nodes and runs the -gpu build of the base's release."""
+    objects, base = _render(K8S / "overlays" / "gpu"), _render(BASE)
+    deployment = _find(objects, "Deployment", "tfserving")
+    pod, server = _pod(deployment), _container(deployment, "tfserving")
+    assert server["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["nodeSelector"]
+    assert any(toleration["key"] == "nvidia.com/gpu" for toleration in pod["tolerations"])
+    base_image = _container(_find(base, "Deployment", "tfserving"), "tfserving")["image"]
+    assert server["image"] == f"{base_image}-gpu"
 
 
 def test_prometheus_operator_overlay_adds_service_monitors() -> None:
-    """prometheus-operator: a ServiceMonitor for the gateway and one for the runtime."""
+    """prometheus-operator: a ServiceMonitor for the gateway and one for each runtime."""
     objects = _render(K8S / "overlays" / "prometheus-operator")
     assert {obj["metadata"]["name"] for obj in objects if obj["kind"] == "ServiceMonitor"} == {
         "gateway",
         "jax-runtime",
+        "tfserving",
     }

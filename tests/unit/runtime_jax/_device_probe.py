@@ -31,7 +31,7 @@ class Counting:
 
 
 async def _serve(runners: list[Counting], model: object, x: np.ndarray) -> list[np.ndarray]:
-    from runtimes.jax.batcher import DynamicBatcher
+    from runtimes.common.batching import DynamicBatcher
 
     batcher = DynamicBatcher("probe", runners, model.config.batching)  # type: ignore[attr-defined]
     # Six full batches queued at once: with two replicas idle, the second batch cannot wait for the first.

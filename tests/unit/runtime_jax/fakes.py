@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.jax.config import BatchingConfig, ModelVersionConfig, TensorSpec, default_buckets
+from runtimes.common.batching import BatchingConfig, default_buckets
+from runtimes.jax.config import ModelVersionConfig, TensorSpec
 from runtimes.jax.repository import VERSION_FILES, VersionDir
 
 POISON = -999.0

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from gateway.errors import DeadlineExceeded, ErrorCode, GatewayError, InvalidRequest, ModelNotReady
-from runtimes.jax.batcher import BatchRunner, DynamicBatcher
-from runtimes.jax.config import BatchingConfig, default_buckets
+from runtimes.common.batching import BatchingConfig, BatchRunner, DynamicBatcher, default_buckets
 from tests.unit.runtime_jax.fakes import POISON, FakeClock, FakeRunner, rows, started
 
 LONG_MS = 60_000.0  # a delay no test waits out for real: flushes come from full batches or the fake clock

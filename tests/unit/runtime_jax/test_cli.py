@@ -11,11 +11,12 @@ import threading
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from gateway.local_stack import free_ports
 from runtimes.jax.cli import build_parser, main
-from runtimes.jax.repository import VersionPolicy, scan
+from runtimes.jax.repository import WEIGHTS_FILE, VersionPolicy, scan
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -23,12 +24,27 @@ ROOT = Path(__file__).resolve().parents[3]
 def test_export_examples_writes_a_servable_repository(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """export-examples writes both example models as version 1, and may be run again over them."""
-    assert main(["export-examples", str(tmp_path), "--max-batch-size", "2"]) == 0
-    assert main(["export-examples", str(tmp_path), "--max-batch-size", "2"]) == 0
-    models = scan(tmp_path)
-    assert sorted(models) == ["cnn", "transformer"] and all(list(m.versions) == [1] for m in models.values())
-    assert str(tmp_path / "cnn" / "1") in capsys.readouterr().out
+    """export-examples writes every example model as version 1, and may be run again over them, then from
+    weight files (which it writes, drawn from the same seed: the exported weights do not change)."""
+    repo = tmp_path / "models"
+    assert main(["export-examples", str(repo), "--max-batch-size", "2"]) == 0
+    drawn = {name: dict(np.load(repo / name / "1" / WEIGHTS_FILE)) for name in ("cnn", "transformer", "mlp")}
+    weights = tmp_path / "weights"
+    assert main(["export-examples", str(repo), "--max-batch-size", "2", "--weights", str(weights)]) == 0
+    models = scan(repo)
+    assert sorted(models) == ["cnn", "mlp", "transformer"]
+    assert all(list(m.versions) == [1] for m in models.values())
+    assert sorted(p.name for p in weights.iterdir()) == ["cnn.npz", "mlp.npz", "transformer.npz"]
+    for name, arrays in drawn.items():
+        loaded = np.load(repo / name / "1" / WEIGHTS_FILE)
+        assert sorted(loaded.files) == sorted(arrays)
+        assert all(loaded[key].tobytes() == array.tobytes() for key, array in arrays.items()), name
+    out, err = capsys.readouterr()
+    assert str(repo / "cnn" / "1") in out
+    progress = [line.split() for line in err.splitlines() if line.startswith("jax ")][-3:]
+    assert [(words[1], words[-1]) for words in progress] == [
+        (name, str(repo / name / "1")) for name in ("cnn", "transformer", "mlp")
+    ]
 
 
 def test_serve_flags_parse_with_defaults() -> None:

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from gateway.errors import ConfigError
-from runtimes.jax.config import BatchingConfig, ModelVersionConfig, default_buckets
+from runtimes.common.batching import BatchingConfig, default_buckets
+from runtimes.jax.config import ModelVersionConfig
 
 VALID: dict[str, Any] = {
     "platform": "jax_xla",

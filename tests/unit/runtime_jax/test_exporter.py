@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from gateway.errors import ConfigError
+from runtimes.examples import SPECS, sample_inputs
 from runtimes.jax import ExportError, export
 from runtimes.jax.compiled import CompiledModel
 from runtimes.jax.examples import ExampleModel
@@ -21,18 +22,14 @@ from runtimes.jax.repository import CONFIG_FILE, EXPORTED_FILE, WEIGHTS_FILE
 from tests.unit.runtime_jax.conftest import MAX_BATCH
 
 
-@pytest.mark.parametrize("name", ["cnn", "transformer"])
+@pytest.mark.parametrize("name", ["cnn", "transformer", "mlp"])
 def test_exported_example_matches_direct_call(
     name: str, compiled: dict[str, CompiledModel], examples: dict[str, ExampleModel]
 ) -> None:
     """Each bucket's executable, loaded from disk, gives what calling the function directly gives."""
     example = examples[name]
     replica = compiled[name].replicas[0]
-    rng = np.random.default_rng(1)
-    if name == "cnn":
-        x = rng.random((4, 28, 28, 1), dtype=np.float32)
-    else:
-        x = rng.integers(0, 128, (4, 16), dtype=np.int32)
+    (x,) = sample_inputs(SPECS[name], np.random.default_rng(1), 4)
     # Rows are independent, so one jitted reference call covers every bucket's rows.
     want = np.asarray(jax.jit(example.fn)(example.params, x))
     for bucket in (1, 2, 4):

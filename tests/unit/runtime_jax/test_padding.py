@@ -6,7 +6,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from runtimes.jax.batcher import pad_batch, split_batch
+from runtimes.common.batching import pad_batch, split_batch
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.int32, np.dtype(ml_dtypes.bfloat16), np.bool_])

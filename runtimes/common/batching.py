@@ -1,4 +1,8 @@
-"""Dynamic batching: merge concurrent requests into one device call per batch bucket."""
+"""Dynamic batching, shared by the runtimes: merge concurrent requests into one model call per batch bucket.
+
+`BatchingConfig` says how (the JAX runtime reads it from its `config.json`, the TF Serving runtime from
+TF Serving's batching parameters file); `DynamicBatcher` does it, over any `BatchRunner`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 
@@ -22,9 +26,49 @@ from gateway.errors import (
     ModelNotReady,
     Overloaded,
 )
-from runtimes.jax.config import BatchingConfig
 
 _log = logging.getLogger(__name__)
+
+DEFAULT_MAX_QUEUE_DELAY_MS: Final = 2.0
+
+
+def default_buckets(max_batch_size: int) -> tuple[int, ...]:
+    """Powers of two below `max_batch_size`, then `max_batch_size` itself: 1, 2, 4, ..., max."""
+    buckets = [1 << i for i in range(max(max_batch_size, 1).bit_length()) if (1 << i) < max_batch_size]
+    return (*buckets, max_batch_size)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchingConfig:
+    """How requests are merged: up to `max_batch_size` rows, run at the smallest bucket that fits them."""
+
+    max_batch_size: int
+    buckets: tuple[int, ...]
+    max_queue_delay_ms: float = DEFAULT_MAX_QUEUE_DELAY_MS
+    # Run what is queued at once when the device has nothing running, rather than wait the delay for
+    # company: a lone request gets no added latency, and under load (the device busy) batches still fill.
+    dispatch_when_idle: bool = True
+    # Requests waiting in the queue (not yet in a batch) beyond which new ones are refused with
+    # RESOURCE_EXHAUSTED, so an overloaded server sheds load instead of growing its queue and every
+    # request's latency without bound. 0: no limit (Triton's default too).
+    max_queue_size: int = 0
+
+    def bucket_for(self, rows: int) -> int:
+        """The smallest bucket holding `rows` (1 <= rows <= max_batch_size)."""
+        for bucket in self.buckets:
+            if bucket >= rows:
+                return bucket
+        raise ValueError(f"{rows} rows exceed the largest bucket {self.buckets[-1]}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "max_batch_size": self.max_batch_size,
+            "batch_buckets": list(self.buckets),
+            "max_queue_delay_ms": self.max_queue_delay_ms,
+            "dispatch_when_idle": self.dispatch_when_idle,
+            "max_queue_size": self.max_queue_size,
+        }
+
 
 Arrays = Sequence[np.ndarray]
 
@@ -117,6 +161,7 @@ class DynamicBatcher:
         stats: BatchStats | None = None,
         clock: Callable[[], float] = time.monotonic,
         depth: int = 2,
+        thread_name: str = "replica",
     ) -> None:
         if not runners or depth < 1:
             raise ValueError("a batcher needs at least one runner and a depth of at least 1")
@@ -130,7 +175,7 @@ class DynamicBatcher:
         self._clock = clock
         # One thread per replica: the device call releases the GIL, and the event loop keeps serving.
         self._executors = [
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"jax-replica-{i}")
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{thread_name}-{i}")
             for i in range(len(runners))
         ]
         self._queue: deque[_Item] = deque()
@@ -408,7 +453,8 @@ def pad_batch(requests: Sequence[Arrays], bucket: int) -> list[np.ndarray]:
             rows = inputs[k].shape[0]
             batch[offset : offset + rows] = inputs[k]
             offset += rows
-        batch[offset:] = 0
+        # Strings (object arrays, as TensorFlow's DT_STRING) pad with b"": a 0 there would not convert.
+        batch[offset:] = b"" if batch.dtype == object else 0
         padded.append(batch)
     return padded
 

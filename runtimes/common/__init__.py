@@ -1,0 +1,1 @@
+"""What more than one runtime needs: the dynamic batcher and its configuration."""

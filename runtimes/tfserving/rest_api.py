@@ -1,0 +1,134 @@
+"""REST listener: TF Serving's `/v1/models/...` API as a plain ASGI app (PROTOCOLS.md §1).
+
+A plain ASGI callable rather than a framework: TF Serving routes by two case-insensitive regexes, not
+by path templates, and every answer is a ready JSON body, so a router and response models would only
+add per-request cost. Run it with uvicorn (`lifespan="off"`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Final
+
+from gateway.errors import ErrorCode, GatewayError, InvalidRequest, clip
+from runtimes.tfserving import rest_json
+from runtimes.tfserving.grpc_api import status_response, unimplemented
+from runtimes.tfserving.service import (
+    SIGNATURE_DEF_FIELD,
+    Target,
+    TFServingCore,
+    error_code_name,
+    gateway_error,
+    metadata_json,
+    to_json,
+)
+
+_log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+# TF Serving's own routing expressions (http_rest_api_util.cc), anchored; labels narrowed to its
+# documented alphabet so that a bad label is a malformed path, not an unknown label.
+_VERSION: Final = r"(?:(?:/versions/(\d+))|(?:/labels/([A-Za-z0-9_]+)))?"
+_POST: Final = re.compile(rf"/v1/models/([^/:]+){_VERSION}:(classify|regress|predict)", re.IGNORECASE)
+_GET: Final = re.compile(rf"/v1/models(?:/([^/:]+))?{_VERSION}(?:/(metadata))?", re.IGNORECASE)
+_MAX_VERSION_DIGITS: Final = 18
+_JSON_HEADERS: Final = [(b"content-type", b"application/json")]
+_API: Final = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}
+
+
+class RestApp:
+    """The ASGI app. `metrics_path`: where Prometheus scrapes (None: not served, as without a
+    monitoring config); `timeout_s`: `--rest_api_timeout_in_ms`, the deadline of a queued request."""
+
+    def __init__(self, core: TFServingCore, *, metrics_path: str | None, timeout_s: float) -> None:
+        self._core = core
+        self._metrics_path = metrics_path
+        self._timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        method: str = scope["method"]
+        path: str = scope["path"]
+        if path == self._metrics_path and method == "GET":
+            body = self._core.metrics.exposition()
+            await _send(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
+            return
+        start = time.perf_counter()
+        model, api = "", ""
+        try:
+            if not path.lower().startswith("/v1/"):
+                raise GatewayError(f"Not found: {clip(path)}", code=ErrorCode.NOT_FOUND)
+            request = await _read_body(receive)
+            if method == "POST" and (match := _POST.fullmatch(path)):
+                model, api = match.group(1), _API[match.group(4).lower()]
+                status, body = 200, await self._post(match, request)
+            elif method == "GET" and (match := _GET.fullmatch(path)):
+                model = match.group(1) or ""
+                api = "GetModelMetadata" if match.group(4) else "GetModelStatus"
+                status, body = 200, self._get(match)
+            else:
+                raise InvalidRequest(f"Malformed request: {method} {clip(path)}")
+        except Exception as exc:
+            error = gateway_error(exc)
+            if error is not exc:
+                _log.error("request %s %s failed", method, clip(path), exc_info=exc)
+            status, body = error.code.http_status, rest_json.error_body(error.message)
+        if model:
+            code = "OK" if status == 200 else error_code_name(_code_of(status))
+            self._core.metrics.request(model, api, "REST", code, time.perf_counter() - start)
+        await _send(send, status, body, _JSON_HEADERS)
+
+    async def _post(self, match: re.Match[str], body: bytes) -> bytes:
+        target = _target(match)
+        api = _API[match.group(4).lower()]
+        if api != "Predict":
+            raise unimplemented(api)
+        request = rest_json.parse_predict(body)
+        target = Target(target.model, target.version, target.label, request.signature_name)
+        _, signature = self._core.signature(target)
+        inputs = rest_json.to_arrays(request, signature.input_dtypes)
+        prediction = await self._core.predict(target, inputs, deadline=time.monotonic() + self._timeout_s)
+        return rest_json.dumps_predict(request.form, prediction.outputs)
+
+    def _get(self, match: re.Match[str]) -> bytes:
+        if not match.group(1):
+            raise InvalidRequest("Missing model name in request.")
+        target = _target(match)
+        if match.group(4):
+            version = self._core.metadata(target, [SIGNATURE_DEF_FIELD])
+            return rest_json.dumps(metadata_json(version))
+        return rest_json.dumps(to_json(status_response(self._core, target)))
+
+
+def _target(match: re.Match[str]) -> Target:
+    version = match.group(2)
+    if version is not None and len(version) > _MAX_VERSION_DIGITS:
+        raise InvalidRequest(f"Malformed request: version {clip(version)} is out of range")
+    return Target(match.group(1), int(version) if version is not None else None, match.group(3) or "")
+
+
+def _code_of(status: int) -> ErrorCode:
+    return next((code for code in ErrorCode if code.http_status == status), ErrorCode.UNKNOWN)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise GatewayError("the client closed the request", code=ErrorCode.CANCELLED)
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
