@@ -1,7 +1,7 @@
 # The two commands of the README, plus helpers. Each installs what it needs into .venv.
-.PHONY: up test bench proto lint
+.PHONY: up test bench bench-frameworks proto lint
 
-up:        ## run the whole local stack (JAX runtime + gateway) until Ctrl-C
+up:        ## run the whole local stack (JAX runtime, TF Serving, gateway) until Ctrl-C
 	bash scripts/up.sh
 
 test:      ## ruff + mypy + the whole pytest suite
@@ -10,5 +10,8 @@ test:      ## ruff + mypy + the whole pytest suite
 bench:     ## gateway-added latency and batched-runtime throughput (prints figures)
 	bash scripts/venv.sh test && bash scripts/install_tools.sh && .venv/bin/python bench/bench.py && .venv/bin/python bench/rest_listener.py
 
-proto:     ## regenerate gateway/proto from inference.proto
-	.venv/bin/python scripts/gen_proto.py
+bench-frameworks:  ## TF Serving vs the JAX runtime on one model, direct and through the gateway
+	bash scripts/venv.sh test && .venv/bin/python bench/frameworks.py
+
+proto:     ## regenerate gateway/proto (OIP from inference.proto, TF Serving's tree from the official stubs)
+	bash scripts/venv.sh test && .venv/bin/python scripts/gen_proto.py all

@@ -127,7 +127,9 @@ async def run(
         rest_sock = bind_socket(listeners.rest.host, listeners.rest.port, reuse_port=reuse_port)
         rest_port = rest_sock.getsockname()[1]
         config = uvicorn.Config(
-            create_app(dataplane, max_request_bytes=listeners.max_request_bytes, limit=in_flight),
+            create_app(
+                dataplane, max_request_bytes=listeners.max_request_bytes, limit=in_flight, tfserving=True
+            ),
             loop="uvloop",
             lifespan="off",
             access_log=False,  # one log line per request costs more than the gateway's own work
@@ -153,6 +155,7 @@ async def run(
             reuse_port=grpc_reuse,
             max_connection_age_s=listeners.grpc_max_connection_age_s,
             limit=in_flight,
+            tfserving=True,  # TF Serving's API beside OIP's, on the same ports (its clients move over)
         )
 
         metrics_port = listeners.metrics.port

@@ -1,8 +1,14 @@
-"""The whole stack on one machine: example models exported, the JAX runtime and the gateway started.
+"""The whole stack on one machine: example models exported, the JAX runtime, TF Serving and the gateway
+started.
 
 `gateway up` runs it in the foreground until Ctrl-C; the integration tests and the benchmark start the
-same processes through `LocalStack`, so what a new user runs is what CI tests. The runtime is a separate
-process (it needs JAX; the gateway does not), started with `python -m runtimes.jax`.
+same processes through `LocalStack`, so what a new user runs is what CI tests. The runtimes are separate
+processes (they need JAX and TensorFlow; the gateway does not): `python -m runtimes.jax`, and TF
+Serving as `runtimes.tfserving.launcher` picks it (the real `tensorflow_model_server` when it is on PATH,
+the project's runtime of its API otherwise; skipped when TensorFlow is not installed).
+
+Each example model is served by both frameworks with the same weights; a client picks the framework by
+version: `cnn` (any version) is the JAX runtime's, version `tfserving` of `cnn` is TF Serving's.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import yaml
 
@@ -59,10 +66,13 @@ class ManagedProcess:
         self._echo = True
         self._ready_line = ""
         self._ready = threading.Event()
+        self.ready_after_s: float | None = None  # from start to the ready line (the bench's cold start)
+        self._started = 0.0
 
     def start(self, timeout_s: float = READY_TIMEOUT_S, echo: bool = True) -> str:
         """Start the process and return its ready line; raise RuntimeError if it dies or times out."""
         self._echo = echo
+        self._started = time.monotonic()
         self.proc = subprocess.Popen(
             self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env, bufsize=1
         )
@@ -89,6 +99,7 @@ class ManagedProcess:
             self.output.append(line)
             del self.output[:-500]
             if not self._ready.is_set() and line.startswith(self.ready_prefix):
+                self.ready_after_s = time.monotonic() - self._started
                 self._ready_line = line.strip()
                 self._ready.set()
 
@@ -118,10 +129,13 @@ class StackPorts:
     runtime_http: int = 8010
     runtime_grpc: int = 8011
     runtime_metrics: int = 8012
+    # TF Serving's own defaults are 8500 / 8501; these keep the stack's ports together.
+    tfserving_grpc: int = 8020
+    tfserving_rest: int = 8021
 
     @classmethod
     def ephemeral(cls) -> StackPorts:
-        rest, grpc, metrics, runtime_http, runtime_grpc, runtime_metrics = free_ports(6)
+        rest, grpc, metrics, runtime_http, runtime_grpc, runtime_metrics, tfs_grpc, tfs_rest = free_ports(8)
         return cls(
             gateway_rest=rest,
             gateway_grpc=grpc,
@@ -129,15 +143,24 @@ class StackPorts:
             runtime_http=runtime_http,
             runtime_grpc=runtime_grpc,
             runtime_metrics=runtime_metrics,
+            tfserving_grpc=tfs_grpc,
+            tfserving_rest=tfs_rest,
         )
 
 
-EXAMPLE_MODELS = ("cnn", "transformer")
+EXAMPLE_MODELS = ("cnn", "transformer", "mlp")
 
 
-def gateway_config(ports: StackPorts, models: tuple[str, ...] = EXAMPLE_MODELS) -> dict[str, object]:
-    """The gateway configuration that routes the example models to the local JAX runtime."""
-    return {
+# The version under which a model is TF Serving's (its route pins TF Serving's version 1 of the model).
+TFSERVING_VERSION = "tfserving"
+
+
+def gateway_config(
+    ports: StackPorts, models: tuple[str, ...] = EXAMPLE_MODELS, *, tfserving: bool = False
+) -> dict[str, object]:
+    """The gateway configuration that routes the example models to the local JAX runtime and, with
+    `tfserving`, version "tfserving" of each to TF Serving."""
+    config: dict[str, Any] = {
         "listeners": {
             "rest": {"host": ports.host, "port": ports.gateway_rest},
             "grpc": {"host": ports.host, "port": ports.gateway_grpc},
@@ -153,6 +176,30 @@ def gateway_config(ports: StackPorts, models: tuple[str, ...] = EXAMPLE_MODELS) 
         },
         "routes": [{"model": m, "backend": "jax"} for m in models],
     }
+    if tfserving:
+        config["backends"]["tfserving"] = {
+            "kind": "tfserving",
+            "protocol": "grpc",
+            "endpoints": [f"{ports.host}:{ports.tfserving_grpc}"],
+            "timeout_s": 30,
+        }
+        config["routes"] += [
+            {"model": m, "version": TFSERVING_VERSION, "backend": "tfserving", "options": {"version": 1}}
+            for m in models
+        ]
+    return config
+
+
+def tfserving_model_config(base: Path, models: tuple[str, ...]) -> str:
+    """TF Serving's model config file (protobuf text format) serving `base/<model>/<version>/`."""
+    entries = "".join(
+        f"  config {{ name: '{m}' base_path: '{(base / m).resolve()}' model_platform: 'tensorflow' }}\n"
+        for m in models
+    )
+    return f"model_config_list {{\n{entries}}}\n"
+
+
+MONITORING_CONFIG = 'prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }\n'
 
 
 @dataclass
@@ -166,6 +213,7 @@ class LocalStack:
     # Models the gateway routes to the runtime; the runtime serves whatever the repository holds.
     models: tuple[str, ...] = EXAMPLE_MODELS
     runtime: ManagedProcess | None = None
+    tfserving: ManagedProcess | None = None
     gateway: ManagedProcess | None = None
 
     @property
@@ -176,12 +224,36 @@ class LocalStack:
     def config_path(self) -> Path:
         return self.workdir / "gateway.yaml"
 
-    def export_models(self) -> None:
-        if all((self.model_repository / m).is_dir() for m in EXAMPLE_MODELS):
-            return
-        subprocess.run(
-            [sys.executable, "-m", "runtimes.jax", "export-examples", str(self.model_repository)], check=True
+    @property
+    def tfserving_models(self) -> Path:
+        return self.workdir / "tfserving-models"
+
+    def _start_tfserving(self) -> ManagedProcess | None:
+        """TF Serving on the TF models, when they were built (TensorFlow installed); else None."""
+        from runtimes.tfserving.launcher import tfserving_command
+
+        if not all((self.tfserving_models / m).is_dir() for m in self.models):
+            print("TensorFlow is not installed: the stack runs without TF Serving", flush=True)
+            return None
+        model_config = self.workdir / "tfserving-models.config"
+        model_config.write_text(tfserving_model_config(self.tfserving_models, self.models))
+        monitoring = self.workdir / "tfserving-monitoring.config"
+        monitoring.write_text(MONITORING_CONFIG)
+        command = tfserving_command(
+            grpc_port=self.ports.tfserving_grpc,
+            rest_port=self.ports.tfserving_rest,
+            model_config_file=model_config,
+            monitoring_config_file=monitoring,
         )
+        process = ManagedProcess("tfserving", command.argv, ready_prefix=command.ready_prefix)
+        process.start(echo=self.echo)
+        return process
+
+    def export_models(self) -> None:
+        # Weights once under workdir/weights, then the JAX models into workdir/models (the repository
+        # above) and, where TensorFlow is installed, TF Serving's into workdir/tfserving-models, each in a
+        # process of its own (the gateway imports neither); models already there are left as they are.
+        subprocess.run([sys.executable, "-m", "runtimes.examples", str(self.workdir)], check=True)
 
     def start(self) -> LocalStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +282,12 @@ class LocalStack:
             ready_prefix="jax-runtime ready",
         )
         self.runtime.start(echo=self.echo)
-        config = gateway_config(p, self.models)
+        try:
+            self.tfserving = self._start_tfserving()
+        except BaseException:
+            self.runtime.stop()
+            raise
+        config = gateway_config(p, self.models, tfserving=self.tfserving is not None)
         config["listeners"]["workers"] = self.gateway_workers  # type: ignore[index]
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.gateway = ManagedProcess(
@@ -221,12 +298,12 @@ class LocalStack:
         try:
             self.gateway.start(echo=self.echo)
         except BaseException:
-            self.runtime.stop()
+            self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        for proc in (self.gateway, self.runtime):
+        for proc in (self.gateway, self.tfserving, self.runtime):
             if proc is not None:
                 with contextlib.suppress(Exception):
                     proc.stop()
@@ -246,8 +323,27 @@ _SAMPLE_BODY = (
 )
 
 
-def how_to_call(ports: StackPorts) -> str:
+# The same tokens in TF Serving's row format (for its API on the gateway's front).
+_TFS_BODY = '{"instances": [[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]]}'
+
+
+def how_to_call(ports: StackPorts, tfserving: bool = False) -> str:
     rest = f"http://{ports.host}:{ports.gateway_rest}"
+    tfs = (
+        f"""  TF Serving      grpc {ports.host}:{ports.tfserving_grpc}  REST http://{ports.host}:{ports.tfserving_rest}
+                  (models as version "{TFSERVING_VERSION}" through the gateway)
+"""
+        if tfserving
+        else ""
+    )
+    tfs_try = (
+        f"""  curl -s -X POST {rest}/v2/models/transformer/versions/{TFSERVING_VERSION}/infer \\
+       -H 'content-type: application/json' -d '{_SAMPLE_BODY}'
+  curl -s -X POST {rest}/v1/models/transformer/labels/{TFSERVING_VERSION}:predict -d '{_TFS_BODY}'
+"""
+        if tfserving
+        else ""
+    )
     return f"""
 The stack is up.
   gateway REST    {rest}        (Open Inference Protocol, KServe v2)
@@ -255,13 +351,13 @@ The stack is up.
   gateway metrics http://{ports.host}:{ports.gateway_metrics}/metrics
   JAX runtime     http://{ports.host}:{ports.runtime_http}  grpc {ports.host}:{ports.runtime_grpc}  \
 metrics http://{ports.host}:{ports.runtime_metrics}/metrics
-
+{tfs}
 Try:
   curl {rest}/v2/models/transformer
   curl -s -X POST {rest}/v2/models/transformer/infer -H 'content-type: application/json' -d '{_SAMPLE_BODY}'
   .venv/bin/python examples/client_tritonclient.py --url {ports.host}:{ports.gateway_grpc} --protocol grpc
-
-Ctrl-C stops both.
+{tfs_try}
+Ctrl-C stops them all.
 """
 
 
@@ -270,8 +366,9 @@ def run_foreground(workdir: Path) -> int:
     stack = LocalStack(workdir=workdir)
     try:
         stack.start()
-        print(how_to_call(stack.ports), flush=True)
-        while all(p.proc is not None and p.proc.poll() is None for p in (stack.runtime, stack.gateway) if p):
+        print(how_to_call(stack.ports, tfserving=stack.tfserving is not None), flush=True)
+        processes = (stack.runtime, stack.tfserving, stack.gateway)
+        while all(p.proc is not None and p.proc.poll() is None for p in processes if p):
             time.sleep(0.5)
         print("a process of the stack exited; stopping", flush=True)
         return 1

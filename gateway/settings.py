@@ -177,6 +177,11 @@ class V2BackendSettings(_WireBackendBase):
     """A server speaking the Open Inference Protocol (KServe v2): Triton, KServe, MLServer, JAX runtime."""
 
     kind: Literal["v2"] = Field(description="Backend kind: the Open Inference Protocol.")
+    binary_data: bool = Field(
+        default=True,
+        description="REST only: send tensors and ask for outputs in Triton's binary tensor extension; "
+        "turn off for servers without it (e.g. MLServer), which then get and answer JSON tensors.",
+    )
 
 
 class TFServingBackendSettings(_WireBackendBase):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from gateway.backends.base import Backend
 from gateway.errors import ConfigError
-from gateway.settings import BackendSettings, V2BackendSettings
+from gateway.settings import BackendSettings, TFServingBackendSettings, V2BackendSettings
 
 __all__ = ["Backend", "build_backend"]
 
@@ -24,8 +24,16 @@ def _v2(name: str, settings: BackendSettings) -> Backend:
     return V2Backend(name, settings)
 
 
+def _tfserving(name: str, settings: BackendSettings) -> Backend:
+    from gateway.backends.tfserving import TFServingBackend
+
+    assert isinstance(settings, TFServingBackendSettings)
+    return TFServingBackend(name, settings)
+
+
 _FACTORIES: dict[str, Callable[[str, BackendSettings], Backend]] = {
     "v2": _v2,
+    "tfserving": _tfserving,
 }
 
 

@@ -216,7 +216,8 @@ class _GrpcTransport:
 
 
 class _RestTransport:
-    """OIP over HTTP/1.1 with the binary tensor extension both ways, on one pooled httpx client."""
+    """OIP over HTTP/1.1 on one pooled httpx client: with the binary tensor extension both ways, or with
+    JSON tensors both ways for servers that lack it (`binary_data: false`, e.g. MLServer)."""
 
     def __init__(
         self, name: str, settings: V2BackendSettings, transport: httpx.AsyncBaseTransport | None
@@ -224,6 +225,7 @@ class _RestTransport:
         self._name = name
         self._timeout_s = settings.timeout_s
         self._probe_timeout_s = settings.health_check_timeout_s
+        self._binary = settings.binary_data
         self._client = pooled_client(settings.timeout_s, transport)
 
     @staticmethod
@@ -267,7 +269,14 @@ class _RestTransport:
 
     async def infer(self, request: InferenceRequest, endpoint: str, timeout_s: float) -> InferenceResponse:
         url = self._url(endpoint, request.model_name, request.model_version, "/infer")
-        body, header_length = restcodec.encode_infer_request(request, binary=True)
+        body, header_length = restcodec.encode_infer_request(request, binary=self._binary)
+        if header_length is not None and not self._binary:
+            # The codec still frames what JSON cannot carry; a server without the extension would
+            # misread it, so say why here instead of passing on the server's confusion.
+            raise InvalidRequest(
+                f"backend '{self._name}' takes JSON tensors only (binary_data: false), and JSON "
+                "cannot carry this request's BF16 or non-UTF-8 BYTES inputs"
+            )
         if header_length is None:
             headers = {"content-type": "application/json"}
         else:

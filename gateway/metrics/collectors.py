@@ -2,8 +2,9 @@
 
 Labels are bounded by configuration: `model` is a configured route's model name (or `_unknown`),
 `version` is a configured route version (or ""), `backend` a configured backend name, `protocol` the
-listener ("rest", "grpc"), `code` an `ErrorCode` name or "OK". Nothing a client sends verbatim
-becomes a label, so a scanner probing model names cannot blow up the series count.
+listener ("rest", "grpc"; TF Serving's API on them: "tfserving_rest", "tfserving_grpc"), `code` an
+`ErrorCode` name or "OK". Nothing a client sends verbatim becomes a label, so a scanner probing model
+names cannot blow up the series count.
 
 Per-request metrics go to one of two recorders with the same exposition. In one process,
 `gateway.metrics.local` keeps them in plain Python and builds the families at scrape time (a tenth of

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +12,11 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from gateway.local_stack import LocalStack, ManagedProcess, free_port, free_ports
+from gateway.local_stack import LocalStack, free_port
+from tests.integration.processes import gateway_process
 
 pytestmark = pytest.mark.integration
 
@@ -93,33 +91,6 @@ def test_runtime_metrics_move(stack: LocalStack, runtime_grpc: str) -> None:
     assert _value(after, "jax_runtime_compile_duration_seconds_count", model="transformer") >= 1
 
 
-@contextlib.contextmanager
-def _gateway(
-    tmp_path: Path, backends: dict[str, Any], routes: list[dict[str, str]]
-) -> Iterator[tuple[str, str]]:
-    """A gateway process of its own with these backends and routes; yields its REST and gRPC addresses."""
-    rest, grpc_port, metrics = free_ports(3)
-    config = {
-        "listeners": {
-            "rest": {"host": "127.0.0.1", "port": rest},
-            "grpc": {"host": "127.0.0.1", "port": grpc_port},
-            "metrics": {"host": "127.0.0.1", "port": metrics},
-        },
-        "backends": backends,
-        "routes": routes,
-    }
-    path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config))
-    proc = ManagedProcess(
-        "gateway", [sys.executable, "-m", "gateway", "serve", "--config", str(path)], "gateway ready"
-    )
-    proc.start(timeout_s=60, echo=False)
-    try:
-        yield f"127.0.0.1:{rest}", f"127.0.0.1:{grpc_port}"
-    finally:
-        proc.stop()
-
-
 def _dead_backend() -> dict[str, Any]:
     return {"kind": "v2", "endpoints": [f"127.0.0.1:{free_port()}"], "timeout_s": 5}
 
@@ -127,7 +98,9 @@ def _dead_backend() -> dict[str, Any]:
 @pytest.fixture
 def gateway_with_dead_backend(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A gateway alone whose only backend endpoint has nothing listening."""
-    with _gateway(tmp_path, {"jax": _dead_backend()}, [{"model": "cnn", "backend": "jax"}]) as addresses:
+    with gateway_process(
+        tmp_path, {"jax": _dead_backend()}, [{"model": "cnn", "backend": "jax"}]
+    ) as addresses:
         yield addresses
 
 
@@ -168,7 +141,7 @@ def gateway_with_one_backend_down(stack: LocalStack, tmp_path: Path) -> Iterator
         {"model": "cnn", "backend": "jax"},
         {"model": "ghost", "backend": "gone", "backend_model": "cnn"},
     ]
-    with _gateway(tmp_path, backends, routes) as addresses:
+    with gateway_process(tmp_path, backends, routes) as addresses:
         yield addresses
 
 

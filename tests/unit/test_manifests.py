@@ -50,7 +50,7 @@ CONFIG_SHAPE: Any = {
             "health_check_interval_s": NUMBER,
         }
     },
-    "routes": [{"model": str, "backend": str}],
+    "routes": [{"model": str, "version": str, "backend": str, "options": {"version": int}}],
 }
 HEALTH_READY = "/v2/health/ready"
 HEALTH_LIVE = "/v2/health/live"
@@ -261,7 +261,10 @@ def test_gateway_mounts_the_generated_config_where_args_read_it() -> None:
 def test_gateway_config_loads_with_the_gateway_settings() -> None:
     """The ConfigMap's gateway.yaml passes the gateway's own validation (gateway.settings.load_settings)."""
     settings = load_settings(BASE / "gateway.yaml", environ={})
-    assert [route.model for route in settings.routes] == ["cnn", "transformer"]
+    assert {route.model for route in settings.routes} == {"cnn", "transformer", "mlp"}
+    # Each example model by both frameworks: any version to the JAX runtime, "tfserving" to TF Serving.
+    assert {(r.version, r.backend) for r in settings.routes} == {("", "jax"), ("tfserving", "tfserving")}
+    assert {settings.backends[r.backend].kind for r in settings.routes} == {"v2", "tfserving"}
 
 
 def test_gateway_drains_before_it_is_killed() -> None:

@@ -1,4 +1,5 @@
-"""Start the gRPC listener: the OIP service, `grpc.health.v1` and server reflection on one port."""
+"""Start the gRPC listener: the OIP service (and optionally TF Serving's), `grpc.health.v1` and server
+reflection on one port."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from gateway.api.admission import InFlightLimit
 from gateway.api.grpc.servicer import SERVICE_NAME, InferenceServicer, add_inference_service
+from gateway.api.grpc.tfserving import SERVICE_NAMES as TFSERVING_SERVICES
+from gateway.api.grpc.tfserving import TFServingServicer, add_tfserving_services
 from gateway.proto import inference_pb2
+from gateway.proto.tfserving.tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 from gateway.server import InferenceServer
 
 log = logging.getLogger(__name__)
@@ -35,16 +40,32 @@ class GrpcListener:
     health_task: asyncio.Task[None]
 
 
-def _reflection_pool() -> descriptor_pool.DescriptorPool:
-    """A pool holding every service we expose; ours lives in a private pool (see scripts/gen_proto.py)."""
+def _reflection_pool(tfserving: bool) -> descriptor_pool.DescriptorPool:
+    """A pool holding every service we expose; ours live in private pools (see scripts/gen_proto.py)."""
     pool = descriptor_pool.DescriptorPool()
-    for module in (inference_pb2, health_pb2, reflection_pb2):
-        pool.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
+    added: set[str] = set()
+    modules = [inference_pb2, health_pb2, reflection_pb2]
+    if tfserving:
+        modules += [prediction_service_pb2, model_service_pb2]
+    for module in modules:
+        _add_file(pool, module.DESCRIPTOR, added)
     return pool
 
 
-async def _track_health(server: InferenceServer, servicer: health.aio.HealthServicer) -> None:
-    """Keep `grpc.health.v1` in step with the server's readiness (overall and for the OIP service)."""
+def _add_file(pool: descriptor_pool.DescriptorPool, file: FileDescriptor, added: set[str]) -> None:
+    """Add `file` to `pool` after the files it imports (a pool refuses a file whose imports it lacks)."""
+    if file.name in added:
+        return
+    for dependency in file.dependencies:
+        _add_file(pool, dependency, added)
+    pool.AddSerializedFile(file.serialized_pb)
+    added.add(file.name)
+
+
+async def _track_health(
+    server: InferenceServer, servicer: health.aio.HealthServicer, services: tuple[str, ...]
+) -> None:
+    """Keep `grpc.health.v1` in step with the server's readiness (overall and for each service)."""
     serving = health_pb2.HealthCheckResponse.SERVING
     not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
     while True:
@@ -53,7 +74,7 @@ async def _track_health(server: InferenceServer, servicer: health.aio.HealthServ
         except Exception:
             log.exception("readiness check failed")
             status = not_serving
-        for name in ("", SERVICE_NAME):
+        for name in ("", *services):
             await servicer.set(name, status)
         await asyncio.sleep(HEALTH_POLL_S)
 
@@ -67,6 +88,7 @@ async def start_grpc_server(
     reuse_port: bool = False,
     max_connection_age_s: float = DEFAULT_MAX_CONNECTION_AGE_S,
     limit: InFlightLimit | None = None,
+    tfserving: bool = False,
 ) -> GrpcListener:
     """Start a grpc.aio server for `server`; `stop_grpc_server` stops it.
 
@@ -78,7 +100,8 @@ async def start_grpc_server(
     DNS: new replicas behind a headless Service start taking traffic. Calls in flight get
     `MAX_CONNECTION_AGE_GRACE_S` to finish; a stream still open then is cut. Inference requests (calls
     and stream messages) that `limit` refuses get RESOURCE_EXHAUSTED; health and metadata calls do not
-    count.
+    count. `tfserving` adds TF Serving's PredictionService and ModelService
+    (`gateway.api.grpc.tfserving`), under the same limits.
     """
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -95,10 +118,16 @@ async def start_grpc_server(
     grpc_server = grpc.aio.server(options=options)
     servicer = InferenceServicer(server, limit=limit)
     add_inference_service(servicer, grpc_server)
+    services: tuple[str, ...] = (SERVICE_NAME,)
+    if tfserving:
+        add_tfserving_services(TFServingServicer(server, limit=limit), grpc_server)
+        services += TFSERVING_SERVICES
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server, pool=_reflection_pool()
+        (*services, health.SERVICE_NAME, reflection.SERVICE_NAME),
+        grpc_server,
+        pool=_reflection_pool(tfserving),
     )
     # gRPC parses "host:port" as a URI authority: an IPv6 host needs its brackets.
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -107,7 +136,7 @@ async def start_grpc_server(
     except RuntimeError:  # grpcio's "Failed to bind": an OSError to callers, as for the other listeners
         raise OSError(f"cannot bind the gRPC listener on {target} (address in use or unavailable)") from None
     await grpc_server.start()
-    task = asyncio.get_running_loop().create_task(_track_health(server, health_servicer))
+    task = asyncio.get_running_loop().create_task(_track_health(server, health_servicer, services))
     return GrpcListener(grpc_server, health_servicer, task)
 
 

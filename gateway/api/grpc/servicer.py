@@ -79,7 +79,7 @@ def grpc_details(message: str) -> str:
     return f"{data[:MAX_DETAILS_BYTES].decode('utf-8', 'ignore')}... ({len(message)} characters)"
 
 
-def _reports_errors(handler: Handler) -> Handler:
+def reports_errors(handler: Handler) -> Handler:
     """Turn the core's errors into gRPC statuses at this one boundary."""
 
     @functools.wraps(handler)
@@ -110,40 +110,40 @@ class InferenceServicer:
         self._stream_max_in_flight = stream_max_in_flight
         self._limit = limit if limit is not None else InFlightLimit()
 
-    @_reports_errors
+    @reports_errors
     async def ServerLive(self, data: bytes, context: Context) -> bytes:
         parse(pb.ServerLiveRequest, data)
         return pb.ServerLiveResponse(live=await self._server.live()).SerializeToString()
 
-    @_reports_errors
+    @reports_errors
     async def ServerReady(self, data: bytes, context: Context) -> bytes:
         parse(pb.ServerReadyRequest, data)
         return pb.ServerReadyResponse(ready=await self._server.ready()).SerializeToString()
 
-    @_reports_errors
+    @reports_errors
     async def ModelReady(self, data: bytes, context: Context) -> bytes:
         request = parse(pb.ModelReadyRequest, data)
         ready = await self._server.model_ready(request.name, request.version)
         return pb.ModelReadyResponse(ready=ready).SerializeToString()
 
-    @_reports_errors
+    @reports_errors
     async def ServerMetadata(self, data: bytes, context: Context) -> bytes:
         parse(pb.ServerMetadataRequest, data)
         return codec.server_metadata_to_proto(await self._server.server_metadata()).SerializeToString()
 
-    @_reports_errors
+    @reports_errors
     async def ModelMetadata(self, data: bytes, context: Context) -> bytes:
         request = parse(pb.ModelMetadataRequest, data)
         metadata = await self._server.model_metadata(request.name, request.version)
         return codec.model_metadata_to_proto(metadata).SerializeToString()
 
-    @_reports_errors
+    @reports_errors
     async def ModelConfig(self, data: bytes, context: Context) -> bytes:
         request = parse(pb.ModelConfigRequest, data)
         config = await self._server.model_config(request.name, request.version)
         return pb.ModelConfigResponse(config=codec.model_config_to_proto(config)).SerializeToString()
 
-    @_reports_errors
+    @reports_errors
     async def ModelInfer(self, data: bytes, context: Context) -> bytes:
         call = RequestContext(protocol="grpc", received_at=time.monotonic())
         request = self._decode(data, call)

@@ -12,19 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import orjson
 from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
 from gateway.api.admission import InFlightLimit
 from gateway.api.deadline import deadline_from
+from gateway.api.rest.body import decode_content, read_body
+from gateway.api.rest.tfserving import TFServingRoute
 from gateway.codecs.v2 import rest as codec
-from gateway.errors import ErrorCode, GatewayError, InvalidRequest, PayloadTooLarge, clip
+from gateway.errors import ErrorCode, GatewayError, InvalidRequest, clip
 from gateway.server import InferenceServer
 from gateway.types import RequestContext
 
@@ -34,9 +34,6 @@ HEADER_LENGTH = "inference-header-content-length"
 JSON = "application/json"
 BINARY = "application/octet-stream"
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
-# Request Content-Encodings Triton accepts (and tritonclient's `request_compression_algorithm` sends):
-# the zlib window bits that decode each.
-_DECODERS: Final[dict[str, int]] = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 _MAX_HEADER_DIGITS: Final = 18  # below 2**63: a header length is checked against the body length later
 
 
@@ -46,45 +43,6 @@ def _json(body: Any, status: int = 200) -> Response:
 
 def _error(status: int, message: str) -> Response:
     return Response(codec.error_body(message), status_code=status, media_type=JSON)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over `limit` before reading more than that."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        # Nobody is left to answer; not an error of ours, so no traceback in the log.
-        raise GatewayError("client disconnected while sending the body", code=ErrorCode.CANCELLED) from None
-    return b"".join(chunks)
-
-
-def _decoded(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """The body with its Content-Encoding undone; the decoded size is held to `limit` as well."""
-    name = (encoding or "identity").strip().lower()
-    if name == "identity":
-        return body
-    wbits = _DECODERS.get(name)
-    if wbits is None:
-        raise InvalidRequest(f"unsupported Content-Encoding '{name[:32]}' (use gzip, deflate or none)")
-    decoder = zlib.decompressobj(wbits)
-    try:
-        decoded = decoder.decompress(body, limit + 1)  # stops early: a small bomb cannot grow large
-    except zlib.error:
-        raise InvalidRequest(f"request body is not valid {name} data") from None
-    if len(decoded) > limit:
-        raise PayloadTooLarge(f"decoded request body exceeds the limit of {limit} bytes")
-    if not decoder.eof:
-        raise InvalidRequest(f"request body is truncated {name} data")
-    return decoded
 
 
 def _header_length(request: Request) -> int | None:
@@ -110,11 +68,13 @@ def create_app(
     *,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     limit: InFlightLimit | None = None,
+    tfserving: bool = False,
 ) -> FastAPI:
     """Build the REST app serving the OIP endpoints (plus Triton's model-config extension) for `server`.
 
     An inference request that `limit` refuses gets 429 before its body is read, so memory stays near the
-    limit x the request size under a flood. Health and metadata calls do not count.
+    limit x the request size under a flood. Health and metadata calls do not count. `tfserving` adds
+    TF Serving's REST API under `/v1/` (`gateway.api.rest.tfserving`), with the same limits.
     """
     app = FastAPI(title="Open Inference Protocol", docs_url=None, redoc_url=None, openapi_url=None)
     in_flight = limit if limit is not None else InFlightLimit()
@@ -172,9 +132,9 @@ def create_app(
         context = RequestContext(protocol="rest")
         with in_flight.admit(server, model, context):
             try:
-                wire = await _read_body(request, max_request_bytes)
+                wire = await read_body(request, max_request_bytes)
                 context.received_at = time.monotonic()
-                body = _decoded(wire, request.headers.get("content-encoding"), max_request_bytes)
+                body = decode_content(wire, request.headers.get("content-encoding"), max_request_bytes)
                 header_length = _header_length(request)
                 inference_request = codec.decode_infer_request(body, header_length, model, version)
                 if header_length == 0:
@@ -213,4 +173,6 @@ def create_app(
         app.add_route(prefix + "/ready", by_path(model_ready), methods=["GET"])
         app.add_route(prefix + "/config", by_path(model_config), methods=["GET"])
         app.add_route(prefix + "/infer", infer_endpoint, methods=["POST"])
+    if tfserving:
+        app.router.routes.append(TFServingRoute(server, max_request_bytes=max_request_bytes, limit=in_flight))
     return app

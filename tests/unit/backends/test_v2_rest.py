@@ -10,6 +10,7 @@ import httpx
 import numpy as np
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from gateway.backends.v2 import V2Backend
 from gateway.codecs.v2 import rest as codec
@@ -19,16 +20,19 @@ from gateway.errors import (
     DeadlineExceeded,
     ErrorCode,
     GatewayError,
+    InvalidRequest,
 )
-from gateway.settings import V2BackendSettings
-from gateway.types import InferenceRequest, InferenceResponse, Tensor
+from gateway.settings import TFServingBackendSettings, V2BackendSettings
+from gateway.types import InferenceRequest, InferenceResponse, RequestedOutput, Tensor
 
 ENDPOINT = "model-server:8000"
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def settings(*endpoints: str) -> V2BackendSettings:
-    return V2BackendSettings(kind="v2", protocol="rest", endpoints=list(endpoints or [ENDPOINT]))
+def settings(*endpoints: str, binary_data: bool = True) -> V2BackendSettings:
+    return V2BackendSettings(
+        kind="v2", protocol="rest", endpoints=list(endpoints or [ENDPOINT]), binary_data=binary_data
+    )
 
 
 def request(model: str = "double") -> InferenceRequest:
@@ -36,8 +40,8 @@ def request(model: str = "double") -> InferenceRequest:
     return InferenceRequest(model, [Tensor("x", "FP32", x.shape, x)], model_version="1")
 
 
-def backend(handler: Handler) -> V2Backend:
-    return V2Backend("tf", settings(), http_transport=httpx.MockTransport(handler))
+def backend(handler: Handler, *, binary_data: bool = True) -> V2Backend:
+    return V2Backend("tf", settings(binary_data=binary_data), http_transport=httpx.MockTransport(handler))
 
 
 def double_server(seen: list[httpx.Request]) -> Handler:
@@ -72,6 +76,98 @@ async def test_infer_binary_both_ways() -> None:
     assert sent.headers["content-type"] == "application/octet-stream"
     header_length = int(sent.headers[codec.HEADER_LENGTH])
     assert orjson.loads(sent.content[:header_length])["parameters"]["binary_data_output"] is True
+
+
+def json_only_server(seen: list[httpx.Request]) -> Handler:
+    """An OIP REST server without the binary extension (like MLServer): it reads `data` lists only and
+    answers JSON; a framed body gets the plain-text 500 MLServer 1.7.1 answers (its handler of the
+    validation error fails on a body that is not a JSON object)."""
+
+    def handle(req: httpx.Request) -> httpx.Response:
+        seen.append(req)
+        try:
+            doc = orjson.loads(req.content)
+        except orjson.JSONDecodeError:
+            return httpx.Response(500, content=b"Internal Server Error")
+        x = np.asarray(doc["inputs"][0]["data"], dtype=np.float32).reshape(doc["inputs"][0]["shape"])
+        answer = {
+            "model_name": "double",
+            "outputs": [{"name": "y", "datatype": "FP32", "shape": list(x.shape), "data": (x * 2).ravel()}],
+        }
+        return httpx.Response(200, content=orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY))
+
+    return handle
+
+
+def test_binary_data_is_on_by_default_and_a_v2_option_only() -> None:
+    """Without the option the REST transport speaks the binary extension, as Triton and our runtime do;
+    other backend kinds do not take it."""
+    assert V2BackendSettings(kind="v2", endpoints=[ENDPOINT]).binary_data is True
+    with pytest.raises(ValidationError, match="binary_data"):
+        TFServingBackendSettings(kind="tfserving", endpoints=[ENDPOINT], binary_data=False)  # type: ignore[call-arg]
+
+
+async def test_infer_json_both_ways_without_the_binary_extension() -> None:
+    """With `binary_data: false` the body is plain JSON with `data` lists, no binary output is asked
+    for (no `binary_data_output`, no header length), and the JSON answer decodes."""
+    seen: list[httpx.Request] = []
+    client = backend(json_only_server(seen), binary_data=False)
+    try:
+        response = await client.infer(request(), ENDPOINT, 5.0)
+    finally:
+        await client.close()
+    assert response.outputs[0].data.tolist() == [[2, 4, 6]]
+    sent = seen[0]
+    assert sent.headers["content-type"] == "application/json"
+    assert codec.HEADER_LENGTH not in sent.headers
+    body = orjson.loads(sent.content)
+    assert "parameters" not in body
+    assert body["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1.0, 2.0, 3.0]}]
+
+
+async def test_client_framing_parameters_are_not_forwarded_as_json() -> None:
+    """A client's own `binary_data_output` and per-output `binary_data` do not reach a JSON-only backend."""
+    seen: list[httpx.Request] = []
+    client = backend(json_only_server(seen), binary_data=False)
+    x = request().inputs
+    outputs = [RequestedOutput("y", {"binary_data": True})]
+    asked = InferenceRequest(
+        "double", x, "1", outputs=outputs, parameters={"binary_data_output": True, "p": 1}
+    )
+    try:
+        await client.infer(asked, ENDPOINT, 5.0)
+    finally:
+        await client.close()
+    body = orjson.loads(seen[0].content)
+    assert body["parameters"] == {"p": 1}
+    assert body["outputs"] == [{"name": "y"}]
+
+
+async def test_a_tensor_json_cannot_carry_is_refused_without_the_binary_extension() -> None:
+    """BF16 has no JSON form: with `binary_data: false` the request is refused before it is sent."""
+    seen: list[httpx.Request] = []
+    client = backend(json_only_server(seen), binary_data=False)
+    raw = np.zeros((1, 3), dtype=np.uint16)
+    try:
+        with pytest.raises(InvalidRequest, match="binary_data: false"):
+            await client.infer(InferenceRequest("double", [Tensor("x", "BF16", (1, 3), raw)]), ENDPOINT, 5.0)
+    finally:
+        await client.close()
+    assert seen == []
+
+
+async def test_the_binary_extension_toward_a_json_only_server_fails_cleanly() -> None:
+    """Left on toward a server without the extension, the server's refusal becomes a gateway error."""
+    seen: list[httpx.Request] = []
+    client = backend(json_only_server(seen))
+    try:
+        with pytest.raises(GatewayError) as info:
+            await client.infer(request(), ENDPOINT, 5.0)
+    finally:
+        await client.close()
+    assert seen[0].headers["content-type"] == "application/octet-stream"
+    assert info.value.code is ErrorCode.BAD_GATEWAY
+    assert info.value.message == "backend 'tf' answered HTTP 500"
 
 
 def status(code: int, body: bytes) -> Handler:

@@ -1,0 +1,129 @@
+"""TF Serving's REST API on the gateway's REST listener, for any routed model (PROTOCOLS §1).
+
+`GET /v1/models/{m}[/versions/{v}|/labels/{l}]` answers GetModelStatus, `.../metadata` GetModelMetadata,
+and `POST ...:predict` runs Predict in row (`instances`) or columnar (`inputs`) format; `:classify` and
+`:regress` (tf.Example signatures, which OIP models do not have) answer 501. Paths are matched as TF
+Serving matches them: case-insensitively, versions `\\d+`, labels `[A-Za-z0-9_]+`; any other path under
+`/v1/` is TF Serving's 400 `Malformed request`. A label travels as the gateway's version string.
+
+Every error body is TF Serving's `{"error": "..."}`. The HTTP status comes from the one `ErrorCode`
+table, which agrees with TF Serving's (http_server.cc) except for one code: BAD_GATEWAY (a backend's
+unreadable answer), which TF Serving has no status for, is 503 as its gRPC code UNAVAILABLE is there.
+PAYLOAD_TOO_LARGE stays 413 (TF Serving sets no body limit; 429 would tell the client to retry).
+
+Limits and metrics are the OIP listener's: the same body limit and the process's in-flight count, and
+each predict call is counted once, under the protocol label `tfserving_rest`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from typing import Any, Final
+
+from starlette.datastructures import URLPath
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, NoMatchFound
+from starlette.types import Receive, Scope, Send
+
+from gateway.api.admission import InFlightLimit
+from gateway.api.rest.body import decode_content, read_body
+from gateway.api.tfserving import model_metadata, model_status
+from gateway.codecs.tfserving import rest as codec
+from gateway.codecs.tfserving.front import check_signature
+from gateway.errors import ErrorCode, GatewayError, InvalidRequest, Unimplemented, clip
+from gateway.server import InferenceServer
+from gateway.types import InferenceRequest, RequestContext
+
+log = logging.getLogger(__name__)
+
+PROTOCOL: Final = "tfserving_rest"
+JSON: Final = "application/json"
+# TF Serving's own patterns (http_rest_api_util.cc), labels narrowed to what its config allows.
+_PREFIX: Final = re.compile(r"/v1/", re.IGNORECASE)
+_SPEC: Final = r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([A-Za-z0-9_]+))?"
+_POST: Final = re.compile(_SPEC + r":(predict|classify|regress)", re.IGNORECASE)
+_GET: Final = re.compile(_SPEC + r"(/metadata)?", re.IGNORECASE)
+
+
+def http_status(code: ErrorCode) -> int:
+    """TF Serving's HTTP status for an error code (see the module's docstring for the one difference)."""
+    return 503 if code is ErrorCode.BAD_GATEWAY else code.http_status
+
+
+def _json(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type=JSON)
+
+
+class TFServingRoute(BaseRoute):
+    """Every path under `/v1/` (any case), dispatched by TF Serving's patterns.
+
+    A route of its own rather than Starlette path routes: those match case-sensitively, and a path under
+    `/v1/` that TF Serving would not take must still get TF Serving's error, not the OIP listener's 404.
+    """
+
+    def __init__(self, server: InferenceServer, *, max_request_bytes: int, limit: InFlightLimit) -> None:
+        self._server = server
+        self._max_request_bytes = max_request_bytes
+        self._limit = limit
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and _PREFIX.match(scope["path"]):
+            return Match.FULL, {}
+        return Match.NONE, {}
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        raise NoMatchFound(name, path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self._answer(Request(scope, receive))
+        await response(scope, receive, send)
+
+    async def _answer(self, request: Request) -> Response:
+        method, path = request.method, request.url.path
+        try:
+            return await self._dispatch(request, method, path)
+        except GatewayError as exc:
+            return _json(codec.error_body(exc.message), http_status(exc.code))
+        except asyncio.CancelledError:
+            # Only the listener's shutdown cancels a handler (see the OIP listener): answer as TF would.
+            return _json(codec.error_body("the server is shutting down"), 503)
+        except Exception:
+            log.exception("unhandled error on %s %s", method, path)
+            return _json(codec.error_body("internal error"), 500)
+
+    async def _dispatch(self, request: Request, method: str, path: str) -> Response:
+        if method == "POST" and (match := _POST.fullmatch(path)):
+            model, number, label, verb = match.groups()
+            if verb.lower() != "predict":
+                raise Unimplemented(f"{verb.lower()} is not supported by the gateway: use predict")
+            return await self._predict(request, model, number or label or "")
+        if method == "GET" and (match := _GET.fullmatch(path)):
+            model, number, label, metadata = match.groups()
+            version = number or label or ""
+            if metadata:
+                return _json(codec.proto_body(await model_metadata(self._server, model, version)))
+            return _json(codec.proto_body(await model_status(self._server, model, version)))
+        raise InvalidRequest(f"Malformed request: {method} {clip(path)}")
+
+    async def _predict(self, request: Request, model: str, version: str) -> Response:
+        context = RequestContext(protocol=PROTOCOL)
+        with self._limit.admit(self._server, model, context):
+            try:
+                wire = await read_body(request, self._max_request_bytes)
+                context.received_at = time.monotonic()
+                body = decode_content(wire, request.headers.get("content-encoding"), self._max_request_bytes)
+                # JSON numbers carry no dtype: the model's metadata (cached by the DataPlane) types them.
+                metadata = await self._server.model_metadata(model, version)
+                signature, inputs, row_format = codec.decode_predict_request(body, metadata.inputs)
+                check_signature(signature)
+            except GatewayError as exc:
+                self._server.observe_rejected(model, context, exc)  # counted: it never reaches `infer`
+                raise
+            response = await self._server.infer(InferenceRequest(model, inputs, version), context)
+        payload = codec.encode_predict_response(response.outputs, row_format)
+        self._server.observe_transfer(context, len(wire), len(payload))
+        return _json(payload)
