@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from gateway.settings import load_settings
+from gateway.settings import TFServingRouteOptions, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,5 +22,10 @@ def test_readme_config_reference_loads(tmp_path: Path) -> None:
     assert settings.listeners.shutdown_grace_s == 10
     assert settings.listeners.grpc_max_connection_age_s == 300
     assert settings.listeners.max_in_flight == 0
-    assert [r.model for r in settings.routes] == ["cnn", "transformer"]
+    assert [r.model for r in settings.routes] == ["cnn", "transformer", "cnn"]
+    canary = settings.route_options(2)
+    assert (settings.backends["tfserving"].kind, canary) == (
+        "tfserving",
+        TFServingRouteOptions(signature_name="serving_default", version_label="canary"),
+    )
     assert settings.backends["jax"].metadata_ttl_s == 30
