@@ -14,6 +14,7 @@ version: `cnn` (any version) is the JAX runtime's, version `tfserving` of `cnn` 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import socket
@@ -232,9 +233,12 @@ class LocalStack:
         """TF Serving on the TF models, when they were built (TensorFlow installed); else None."""
         from runtimes.tfserving.launcher import tfserving_command
 
-        if not all((self.tfserving_models / m).is_dir() for m in self.models):
+        if importlib.util.find_spec("tensorflow") is None:
             print("TensorFlow is not installed: the stack runs without TF Serving", flush=True)
             return None
+        missing = [m for m in self.models if not (self.tfserving_models / m).is_dir()]
+        if missing:  # the build ran with TensorFlow there, so it failed: say so rather than skip
+            raise RuntimeError(f"TF models missing under {self.tfserving_models}: {', '.join(missing)}")
         model_config = self.workdir / "tfserving-models.config"
         model_config.write_text(tfserving_model_config(self.tfserving_models, self.models))
         monitoring = self.workdir / "tfserving-monitoring.config"

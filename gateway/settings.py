@@ -211,7 +211,10 @@ class TFServingRouteOptions(_Settings):
         description="Send this version label (e.g. stable, canary) instead of the client's version.",
     )
     version: int = Field(
-        default=0, ge=0, description="Send this version number instead of the client's; 0: the client's."
+        default=0,
+        ge=0,
+        le=2**63 - 1,  # TF Serving's versions are int64
+        description="Send this version number instead of the client's; 0: the client's.",
     )
     outputs: tuple[str, ...] = Field(
         default=(), description="Outputs asked for when the client names none; empty: all of them."

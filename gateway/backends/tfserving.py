@@ -41,7 +41,7 @@ from gateway.codecs.tfserving.predict import (
 from gateway.codecs.tfserving.signature import (
     SIGNATURE_DEF_FIELD,
     metadata_from_response,
-    metadata_from_signature,
+    metadata_from_signatures,
     ready_from_status,
 )
 from gateway.errors import BackendError, DeadlineExceeded, GatewayError, InvalidRequest, ModelNotFound
@@ -324,18 +324,19 @@ class _RestTransport:
     async def model_metadata(self, name: str, version: str, endpoint: str, target: Target) -> ModelMetadata:
         spec = _spec(name, version, target)
         doc = self._json(await self._send("GET", self._url(endpoint, spec, "/metadata"), self._timeout_s))
-        signatures = self._proto(
-            get_model_metadata_pb2.SignatureDefMap, (doc.get("metadata") or {}).get(SIGNATURE_DEF_FIELD) or {}
-        )
-        wanted = target.signature_name or "serving_default"
-        if wanted not in signatures.signature_def:
-            known = ", ".join(sorted(signatures.signature_def)) or "none"
-            raise BackendError(
-                f"backend '{self._name}': model has no signature '{wanted}' (signatures: {known})"
-            )
-        served = self._proto(model_pb2.ModelSpec, doc.get("model_spec") or {})
-        number = str(served.version.value) if served.HasField("version") else ""
-        return metadata_from_signature(name, number, signatures.signature_def[wanted])
+        # TF Serving writes the Any of GetModelMetadataResponse as the bare SignatureDefMap, without
+        # "@type": so the map is read from its place rather than the whole answer parsed as the message.
+        metadata, served = doc.get("metadata"), doc.get("model_spec", {})
+        packed = metadata.get(SIGNATURE_DEF_FIELD) if isinstance(metadata, dict) else None
+        if not isinstance(packed, dict) or not isinstance(served, dict):
+            raise BackendError(f"backend '{self._name}' answered metadata without a signature_def map")
+        signatures = self._proto(get_model_metadata_pb2.SignatureDefMap, packed)
+        served_spec = self._proto(model_pb2.ModelSpec, served)
+        number = str(served_spec.version.value) if served_spec.HasField("version") else ""
+        try:
+            return metadata_from_signatures(name, number, signatures, target.signature_name)
+        except BackendError as exc:
+            raise BackendError(f"backend '{self._name}': {exc.message}") from None
 
     async def model_ready(self, name: str, version: str, endpoint: str, target: Target) -> bool:
         spec = _spec(name, version, target)

@@ -93,9 +93,12 @@ def test_metadata_config_and_readiness(addresses: tuple[str, str]) -> None:
         assert http.is_model_ready("cnn", model_version=version)
     config = http.get_model_config("cnn")
     assert config["max_batch_size"] == 0 and [int(d) for d in config["input"][0]["dims"]] == [-1, 28, 28, 1]
+    tensor = httpclient.InferInput("image", [2, 28, 28, 1], "FP32")
+    tensor.set_data_from_numpy(_image())
     with pytest.raises(InferenceServerException) as missing:
-        http.infer("cnn", [], model_version="9")
-    assert str(missing.value.status()) in ("400", "404")
+        http.infer("cnn", [tensor], model_version="9")  # a version TF Serving does not have
+    assert str(missing.value.status()) == "404"
+    assert not http.is_model_ready("cnn", model_version="9")
 
 
 def test_route_outputs_option_is_the_output_filter(addresses: tuple[str, str]) -> None:

@@ -19,8 +19,8 @@ from gateway.errors import BackendError, InvalidRequest, clip
 from gateway.proto.tfserving.tensorflow_serving.apis import model_pb2, predict_pb2
 from gateway.types import InferenceRequest, InferenceResponse, RequestedOutput, Tensor
 
-# Version strings a TF Serving ModelSpec can carry as `version` (an int64): ASCII digits, no sign.
-_MAX_VERSION_DIGITS: Final = 18
+# TF Serving's versions are int64s.
+_MAX_VERSION: Final = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,15 +44,15 @@ NO_TARGET: Final = Target()
 
 
 def is_version_number(version: str) -> bool:
-    """Whether a gateway version string is a TF Serving version number."""
-    return version.isascii() and version.isdigit() and len(version) <= _MAX_VERSION_DIGITS
+    """Whether a gateway version string is a TF Serving version number (ASCII digits, within int64)."""
+    return version.isascii() and version.isdigit() and len(version) <= 19 and int(version) <= _MAX_VERSION
 
 
 def fill_model_spec(spec: model_pb2.ModelSpec, name: str, version: str, target: Target) -> None:
     """Fill a ModelSpec for `name` at `version` (a number, or a label) as `target` directs.
 
     Raises:
-        InvalidRequest: `version` is neither a number nor a TF Serving label.
+        InvalidRequest: `version` is neither a number nor a TF Serving label, or a number past int64.
     """
     spec.name = name
     if target.signature_name:
@@ -64,6 +64,8 @@ def fill_model_spec(spec: model_pb2.ModelSpec, name: str, version: str, target: 
     elif version:
         if is_version_number(version):
             spec.version.value = int(version)
+        elif version.isascii() and version.isdigit():
+            raise InvalidRequest(f"version '{clip(version)}' is out of range (TF Serving versions are int64)")
         elif version.isascii() and version.replace("_", "").isalnum():
             spec.version_label = version
         else:

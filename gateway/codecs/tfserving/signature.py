@@ -10,11 +10,10 @@ metadata says, so the conversion is lossless both ways except for what OIP canno
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, Final
 
 from gateway.codecs.tfserving.tensor_proto import DATATYPE_TO_DTYPE, datatype_of
-from gateway.errors import BackendError, InvalidRequest
+from gateway.errors import BackendError, InvalidRequest, clip
 from gateway.proto.tfserving.tensorflow.core.protobuf import meta_graph_pb2
 from gateway.proto.tfserving.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from gateway.types import ModelMetadata, TensorMetadata
@@ -64,13 +63,24 @@ def metadata_from_response(
     signatures = get_model_metadata_pb2.SignatureDefMap()
     if packed is None or not packed.Unpack(signatures):
         raise BackendError("answered GetModelMetadata without a SignatureDefMap")
+    spec = response.model_spec
+    version = str(spec.version.value) if spec.HasField("version") else ""
+    return metadata_from_signatures(spec.name, version, signatures, signature_name)
+
+
+def metadata_from_signatures(
+    name: str, version: str, signatures: get_model_metadata_pb2.SignatureDefMap, signature_name: str
+) -> ModelMetadata:
+    """OIP metadata of the signature `signature_name` ("" for the default) of a SignatureDefMap.
+
+    Raises:
+        BackendError: The map has no such signature (the message lists those it has).
+    """
     wanted = signature_name or DEFAULT_SIGNATURE
     if wanted not in signatures.signature_def:
         known = ", ".join(sorted(signatures.signature_def)) or "none"
-        raise BackendError(f"model has no signature '{wanted}' (signatures: {known})")
-    spec = response.model_spec
-    version = str(spec.version.value) if spec.HasField("version") else ""
-    return metadata_from_signature(spec.name, version, signatures.signature_def[wanted])
+        raise BackendError(f"model has no signature '{clip(wanted)}' (signatures: {clip(known)})")
+    return metadata_from_signature(name, version, signatures.signature_def[wanted])
 
 
 def signature_from_metadata(metadata: ModelMetadata) -> meta_graph_pb2.SignatureDef:
@@ -95,12 +105,3 @@ def ready_from_status(response: get_model_status_pb2.GetModelStatusResponse, ver
         status.state == AVAILABLE and (not version or str(status.version) == version)
         for status in response.model_version_status
     )
-
-
-def signature_names(response: get_model_metadata_pb2.GetModelMetadataResponse) -> Iterable[str]:
-    """The signatures a GetModelMetadata answer lists (for messages)."""
-    signatures = get_model_metadata_pb2.SignatureDefMap()
-    packed = response.metadata.get(SIGNATURE_DEF_FIELD)
-    if packed is not None and packed.Unpack(signatures):
-        return sorted(signatures.signature_def)
-    return []

@@ -64,10 +64,11 @@ class OfficialServer(
     async def GetModelMetadata(self, request: Any, context: Any) -> Any:
         await self._known(request.model_spec, context)
         signatures = get_model_metadata_pb2.SignatureDefMap()
-        for signature in ("serving_default", "other"):
+        # "other" has only output z: metadata for it must differ from the default signature's.
+        for signature, outputs in (("serving_default", ["y", "z"]), ("other", ["z"])):
             sig = signatures.signature_def[signature]
             sig.method_name = "tensorflow/serving/predict"
-            for side, names in ((sig.inputs, ["x"]), (sig.outputs, ["y", "z"])):
+            for side, names in ((sig.inputs, ["x"]), (sig.outputs, outputs)):
                 for name in names:
                     side[name].name = f"{name}:0"
                     side[name].dtype = 1
@@ -162,7 +163,7 @@ async def test_metadata_readiness_and_health(served: tuple[OfficialServer, TFSer
     other = await backend.model_metadata(
         "double", "", address, options=TFServingRouteOptions(signature_name="other")
     )
-    assert other.inputs == metadata.inputs
+    assert other.inputs == metadata.inputs and [t.name for t in other.outputs] == ["z"]
     with pytest.raises(BackendError, match="no signature 'nope'"):
         await backend.model_metadata(
             "double", "", address, options=TFServingRouteOptions(signature_name="nope")

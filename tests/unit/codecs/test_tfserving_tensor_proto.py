@@ -1,5 +1,6 @@
 """TensorProto <-> Tensor, checked against TensorFlow's own `make_tensor_proto` / `make_ndarray`: both value
-representations, the single-value broadcast, fp16/bf16 in half_val, DT_STRING in string_val, refusals."""
+representations, TensorFlow's fill rule for short typed fields (bounded), fp16/bf16 in half_val, DT_STRING
+in string_val, refusals."""
 
 from __future__ import annotations
 
@@ -82,6 +83,28 @@ def test_one_value_is_broadcast_to_the_shape() -> None:
     assert tensor.data.tolist() == [[7.0] * 3] * 2
 
 
+def test_short_typed_fields_follow_tensorflows_fill_rule() -> None:
+    """As TensorFlow reads them (make_ndarray): the last value repeats, no values at all are zeros."""
+    for proto in (
+        _proto(3, [2, 2], int_val=[5, -6]),
+        _proto(1, [3]),
+        _proto(7, [3], string_val=[b"a", b"b"]),
+    ):
+        ours = tensor_from_proto("x", proto).data
+        theirs = tf.make_ndarray(tf.make_tensor_proto(0).FromString(proto.SerializeToString()))
+        assert ours.tolist() == theirs.tolist()
+
+
+def test_a_fill_may_not_exceed_the_limit() -> None:
+    """28 bytes declaring a 3 GB tensor are refused, not allocated; under the limit they are filled."""
+    huge = _proto(1, [10**6, 28, 28, 1], float_val=[1.0])
+    with pytest.raises(InvalidRequest, match="over the 67108864-byte limit"):
+        tensor_from_proto("x", huge)
+    assert tensor_from_proto("x", _proto(1, [1000], float_val=[1.0]), max_bytes=4000).data.sum() == 1000
+    with pytest.raises(InvalidRequest, match="over the 3999-byte limit"):
+        tensor_from_proto("x", _proto(1, [1000], float_val=[1.0]), max_bytes=3999)
+
+
 def _proto(dtype: int, dims: list[int], **fields: Any) -> tensor_pb2.TensorProto:
     proto = tensor_pb2.TensorProto(dtype=dtype, **fields)  # type: ignore[arg-type]
     for size in dims:
@@ -92,7 +115,7 @@ def _proto(dtype: int, dims: list[int], **fields: Any) -> tensor_pb2.TensorProto
 @pytest.mark.parametrize(
     ("proto", "message"),
     [
-        (_proto(1, [3], float_val=[1, 2]), "float_val holds 2 values, shape [3] needs 3"),
+        (_proto(1, [3], float_val=[1, 2, 3, 4]), "float_val holds 4 values, shape [3] holds 3"),
         (_proto(1, [2], tensor_content=b"\0" * 4), "tensor_content holds 4 bytes"),
         (_proto(1, [1], tensor_content=b"\0" * 4, float_val=[1]), "both tensor_content and float_val"),
         (_proto(1, [1], int_val=[1]), "int_val set on a FP32 tensor"),
