@@ -446,7 +446,11 @@ def main() -> None:
         )
     image = np.random.default_rng(0).random((1, 28, 28, 1), dtype=np.float32)
     stack = LocalStack(
-        workdir=workdir, ports=StackPorts.ephemeral(), echo=False, models=("cnn", "transformer", "cnn_wide")
+        workdir=workdir,
+        ports=StackPorts.ephemeral(),
+        echo=False,
+        models=("cnn", "transformer", "cnn_wide"),
+        with_tfserving=False,  # bench/frameworks.py compares it; here it would only take CPU
     )
     with stack:
         print(f"stack up (workdir {workdir}); python {sys.version.split()[0]}")

@@ -157,10 +157,10 @@ TFSERVING_VERSION = "tfserving"
 
 
 def gateway_config(
-    ports: StackPorts, models: tuple[str, ...] = EXAMPLE_MODELS, *, tfserving: bool = False
+    ports: StackPorts, models: tuple[str, ...] = EXAMPLE_MODELS, *, tfserving: tuple[str, ...] = ()
 ) -> dict[str, object]:
-    """The gateway configuration that routes the example models to the local JAX runtime and, with
-    `tfserving`, version "tfserving" of each to TF Serving."""
+    """The gateway configuration that routes `models` to the local JAX runtime and version "tfserving" of
+    each model in `tfserving` to TF Serving."""
     config: dict[str, Any] = {
         "listeners": {
             "rest": {"host": ports.host, "port": ports.gateway_rest},
@@ -186,7 +186,7 @@ def gateway_config(
         }
         config["routes"] += [
             {"model": m, "version": TFSERVING_VERSION, "backend": "tfserving", "options": {"version": 1}}
-            for m in models
+            for m in tfserving
         ]
     return config
 
@@ -213,6 +213,8 @@ class LocalStack:
     gateway_workers: int = 1
     # Models the gateway routes to the runtime; the runtime serves whatever the repository holds.
     models: tuple[str, ...] = EXAMPLE_MODELS
+    # Start TF Serving too (where TensorFlow is installed), serving the example models among `models`.
+    with_tfserving: bool = True
     runtime: ManagedProcess | None = None
     tfserving: ManagedProcess | None = None
     gateway: ManagedProcess | None = None
@@ -229,18 +231,25 @@ class LocalStack:
     def tfserving_models(self) -> Path:
         return self.workdir / "tfserving-models"
 
+    @property
+    def tfserving_served(self) -> tuple[str, ...]:
+        """The models TF Serving serves: the example models (built for TF) among `models`."""
+        return tuple(m for m in self.models if m in EXAMPLE_MODELS)
+
     def _start_tfserving(self) -> ManagedProcess | None:
         """TF Serving on the TF models, when they were built (TensorFlow installed); else None."""
         from runtimes.tfserving.launcher import tfserving_command
 
+        if not self.with_tfserving or not self.tfserving_served:
+            return None
         if importlib.util.find_spec("tensorflow") is None:
             print("TensorFlow is not installed: the stack runs without TF Serving", flush=True)
             return None
-        missing = [m for m in self.models if not (self.tfserving_models / m).is_dir()]
+        missing = [m for m in self.tfserving_served if not (self.tfserving_models / m).is_dir()]
         if missing:  # the build ran with TensorFlow there, so it failed: say so rather than skip
             raise RuntimeError(f"TF models missing under {self.tfserving_models}: {', '.join(missing)}")
         model_config = self.workdir / "tfserving-models.config"
-        model_config.write_text(tfserving_model_config(self.tfserving_models, self.models))
+        model_config.write_text(tfserving_model_config(self.tfserving_models, self.tfserving_served))
         monitoring = self.workdir / "tfserving-monitoring.config"
         monitoring.write_text(MONITORING_CONFIG)
         command = tfserving_command(
@@ -291,7 +300,9 @@ class LocalStack:
         except BaseException:
             self.runtime.stop()
             raise
-        config = gateway_config(p, self.models, tfserving=self.tfserving is not None)
+        config = gateway_config(
+            p, self.models, tfserving=self.tfserving_served if self.tfserving is not None else ()
+        )
         config["listeners"]["workers"] = self.gateway_workers  # type: ignore[index]
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.gateway = ManagedProcess(
@@ -365,9 +376,9 @@ Ctrl-C stops them all.
 """
 
 
-def run_foreground(workdir: Path) -> int:
+def run_foreground(workdir: Path, *, tfserving: bool = True) -> int:
     """`gateway up`: start everything on the default ports and wait for Ctrl-C."""
-    stack = LocalStack(workdir=workdir)
+    stack = LocalStack(workdir=workdir, with_tfserving=tfserving)
     try:
         stack.start()
         print(how_to_call(stack.ports, tfserving=stack.tfserving is not None), flush=True)
