@@ -1,8 +1,8 @@
 """Regenerate the gateway's protobuf modules.
 
-Run from the repository root: ``python scripts/gen_proto.py [inference|tfserving|all]`` (needs grpcio-tools
-and mypy-protobuf; ``tfserving`` also needs the official ``tensorflow-serving-api`` stubs and TensorFlow, as
-the test extra installs them).
+Run from the repository root: ``python scripts/gen_proto.py [inference|tfserving|torchserve|all]`` (needs
+grpcio-tools and mypy-protobuf; ``tfserving`` also needs the official ``tensorflow-serving-api`` stubs and
+TensorFlow, ``torchserve`` the ``torchserve`` package, as the test extra installs them).
 
 - ``inference``: the Open Inference Protocol, from ``gateway/proto/inference.proto`` (written here from the
   documented field numbers).
@@ -13,6 +13,10 @@ the test extra installs them).
   makes the Python modules private to the gateway (``gateway.proto.tfserving.tensorflow_serving.apis.
   predict_pb2``) while the proto package, and so every message's full name, the gRPC method paths and the
   type URLs in ``Any``, stay ``tensorflow.serving.*`` / ``tensorflow.*``: the wire is unchanged.
+- ``torchserve``: TorchServe's gRPC inference API. Its ``.proto`` files ship only inside the installed
+  package's ``ts/frontend/model-server.jar``; they are read from there (``proto/inference.proto`` and the
+  ``google/rpc/status.proto`` it imports), placed under ``gateway/proto/torchserve/`` with the import
+  rewritten to match, and compiled; the proto package stays ``org.pytorch.serve.grpc.inference``.
 
 Every generated module registers its descriptors in a private pool, not protobuf's default pool: the
 messages carry the same full names as Triton's, KServe's, TensorFlow's and TF Serving's own stubs, and two
@@ -143,14 +147,62 @@ def generate_tfserving() -> None:
     print(f"generated {len(targets)} files under {TFS_PREFIX}")
 
 
+# --- torchserve ---------------------------------------------------------------------------------------
+TS_PREFIX = "gateway/proto/torchserve/"
+TS_PACKAGE = "gateway.proto.torchserve"
+# Inside the jar: the file and the one non-well-known file it imports.
+TS_FILES = {"proto/inference.proto": "inference.proto", "google/rpc/status.proto": "google/rpc/status.proto"}
+TS_POOL = f"from {TS_PACKAGE} import POOL\nDESCRIPTOR = POOL.AddSerializedFile("
+
+
+def generate_torchserve() -> None:
+    import importlib.util
+    import zipfile
+
+    spec = importlib.util.find_spec("ts")
+    if spec is None or spec.origin is None:
+        raise SystemExit("torchserve is not installed (pip install torchserve==0.12.0)")
+    jar = pathlib.Path(spec.origin).parent / "frontend" / "model-server.jar"
+    out = ROOT / TS_PREFIX
+    for child in out.iterdir() if out.exists() else ():
+        if child.is_dir():
+            shutil.rmtree(child)
+        elif child.name.endswith(("_pb2.py", "_pb2.pyi")):
+            child.unlink()
+    targets = []
+    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(jar) as archive:
+        for inside, placed in TS_FILES.items():
+            text = archive.read(inside).decode("utf-8")
+            status = "google/rpc/status.proto"
+            text = text.replace(f'import "{status}"', f'import "{TS_PREFIX}{status}"')
+            target = pathlib.Path(tmp) / TS_PREFIX / placed
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            targets.append(TS_PREFIX + placed)
+        import grpc_tools
+
+        well_known = pathlib.Path(grpc_tools.__file__).parent / "_proto"
+        _protoc("-I", tmp, "-I", str(well_known), "--python_out=.", "--mypy_out=quiet:.", *targets)
+    for name in targets:
+        module = ROOT / name.replace(".proto", "_pb2.py")
+        _private_pool(module, TS_POOL)
+        package = module.parent
+        while package != out:
+            (package / "__init__.py").touch()
+            package = package.parent
+    print(f"generated {len(targets)} files under {TS_PREFIX} from {jar.name}")
+
+
 def main(argv: list[str]) -> int:
     which = argv[0] if argv else "all"
-    if which not in ("inference", "tfserving", "all"):
-        raise SystemExit("usage: gen_proto.py [inference|tfserving|all]")
+    if which not in ("inference", "tfserving", "torchserve", "all"):
+        raise SystemExit("usage: gen_proto.py [inference|tfserving|torchserve|all]")
     if which in ("inference", "all"):
         generate_inference()
     if which in ("tfserving", "all"):
         generate_tfserving()
+    if which in ("torchserve", "all"):
+        generate_torchserve()
     return 0
 
 
