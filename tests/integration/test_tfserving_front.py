@@ -167,15 +167,30 @@ def test_readme_curl_example(rest: httpx.Client) -> None:
     assert len(row) == 32
 
 
+def _ok_count(stack: LocalStack, protocol: str) -> float:
+    """gateway_requests_total of "cnn" answered OK under `protocol`, summed over its other labels."""
+    ports = stack.ports
+    text = httpx.get(f"http://{ports.host}:{ports.gateway_metrics}/metrics", timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith("gateway_requests_total{"):
+            continue
+        labels, _, value = line.rpartition(" ")
+        if f'protocol="{protocol}"' in labels and 'model="cnn"' in labels and 'code="OK"' in labels:
+            total += float(value)
+    return total
+
+
 def test_requests_are_counted_under_tf_serving_protocols(
     stack: LocalStack, channel: grpc.Channel, rest: httpx.Client, images: np.ndarray
 ) -> None:
-    """Predict calls are counted in gateway_requests_total under the tfserving_* protocol labels."""
+    """One Predict call of each protocol moves gateway_requests_total{code="OK"} of its tfserving_*
+    label by exactly 1 (counted once, whatever earlier tests counted)."""
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    before = _ok_count(stack, "tfserving_grpc")
     stub.Predict(_predict_request(images), timeout=30)
-    rest.post(f"/v1/models/{MODEL}:predict", json={"instances": images.tolist()})
-    ports = stack.ports
-    text = httpx.get(f"http://{ports.host}:{ports.gateway_metrics}/metrics", timeout=10).text
-    counted = [line for line in text.splitlines() if line.startswith("gateway_requests_total{")]
-    for protocol in ("tfserving_grpc", "tfserving_rest"):
-        assert any(f'protocol="{protocol}"' in line and 'model="cnn"' in line for line in counted), protocol
+    assert _ok_count(stack, "tfserving_grpc") - before == 1
+    before = _ok_count(stack, "tfserving_rest")
+    reply = rest.post(f"/v1/models/{MODEL}:predict", json={"instances": images.tolist()})
+    assert reply.status_code == 200, reply.text
+    assert _ok_count(stack, "tfserving_rest") - before == 1

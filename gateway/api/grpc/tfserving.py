@@ -8,8 +8,9 @@ HandleReloadConfigRequest (the gateway's config is its own file) answer UNIMPLEM
 Handlers take and return wire bytes, as the OIP servicer's do and for the same reasons (see
 `gateway.api.grpc.servicer`): bytes that do not parse are the client's INVALID_ARGUMENT in our words, and
 counted; errors map through the one `ErrorCode` table. A Predict is admitted by the process's in-flight
-limit and counted once, under the protocol label `tfserving_grpc`. The gateway exposes one signature per
-model, `serving_default` (the route's); a request naming another gets TF Serving's FAILED_PRECONDITION.
+limit and counted once, under the protocol label `tfserving_grpc` (a failure before inference, expected
+or not, by `observe_rejected`). The gateway exposes one signature per model, `serving_default` (the
+route's); a request naming another gets TF Serving's FAILED_PRECONDITION.
 
 Replies carry typed `*_val` fields, as TF Serving's do by default; `typed=False` writes `tensor_content`
 (its `--enable_serialization_as_tensor_content`).
@@ -17,6 +18,7 @@ Replies carry typed `*_val` fields, as TF Serving's do by default; `typed=False`
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -29,7 +31,7 @@ from gateway.api.grpc.servicer import Context, parse, reports_errors, status_for
 from gateway.api.tfserving import model_metadata, model_status
 from gateway.codecs.tfserving.front import check_metadata_fields, check_signature
 from gateway.codecs.tfserving.predict import predict_response, request_from_predict, spec_version
-from gateway.errors import ErrorCode, GatewayError, InvalidRequest
+from gateway.errors import ErrorCode, GatewayError, InvalidRequest, clip
 from gateway.proto.tfserving.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -38,6 +40,8 @@ from gateway.proto.tfserving.tensorflow_serving.apis import (
 )
 from gateway.server import InferenceServer
 from gateway.types import RequestContext
+
+log = logging.getLogger(__name__)
 
 PREDICTION_SERVICE: Final = "tensorflow.serving.PredictionService"
 MODEL_SERVICE: Final = "tensorflow.serving.ModelService"
@@ -77,14 +81,25 @@ class TFServingServicer:
         model = message.model_spec.name
         with self._limit.admit(self._server, model, call):
             try:
-                request, signature = request_from_predict(message)
-                signature = check_signature(message.model_spec.signature_name)
+                request, named = request_from_predict(message)
+                signature = check_signature(named)
                 call.deadline = deadline_from({}, context.time_remaining())
             except GatewayError as exc:
                 self._server.observe_rejected(model, call, exc)
                 raise
+            except Exception:
+                log.exception("predict of model '%s' failed before inference", clip(model))
+                internal = GatewayError("internal error", code=ErrorCode.INTERNAL)
+                self._server.observe_rejected(model, call, internal)
+                raise internal from None
             response = await self._server.infer(request, call)
-        reply = predict_response(response, signature, typed=self._typed).SerializeToString()
+        try:
+            reply = predict_response(response, signature, typed=self._typed).SerializeToString()
+        except GatewayError:
+            # Only an answer the server should never give (a BYTES element neither bytes nor str) gets
+            # here: not the client's error, whatever the codec calls it. `infer` has counted it as OK.
+            log.exception("the answer of model '%s' cannot be written as a PredictResponse", clip(model))
+            raise GatewayError("internal error", code=ErrorCode.INTERNAL) from None
         self._server.observe_transfer(call, len(data), len(reply))
         return reply
 

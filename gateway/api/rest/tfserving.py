@@ -12,14 +12,16 @@ unreadable answer), which TF Serving has no status for, is 503 as its gRPC code 
 PAYLOAD_TOO_LARGE stays 413 (TF Serving sets no body limit; 429 would tell the client to retry).
 
 Limits and metrics are the OIP listener's: the same body limit and the process's in-flight count, and
-each predict call is counted once, under the protocol label `tfserving_rest`.
+each predict call is counted once, under the protocol label `tfserving_rest` and the code it is answered
+with: a call refused before inference (an undecodable body, a row request whose answer the model's
+metadata shows cannot be rows, an unexpected failure) by `observe_rejected`, any other by the server's
+`infer`; the answer's encoding cannot fail after it (`rest.encode_predict_response`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from typing import Any, Final
 
@@ -32,6 +34,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.api.admission import InFlightLimit
 from gateway.api.rest.body import decode_content, read_body
 from gateway.api.tfserving import model_metadata, model_status
+from gateway.codecs.tfserving import paths
 from gateway.codecs.tfserving import rest as codec
 from gateway.codecs.tfserving.front import check_signature
 from gateway.errors import ErrorCode, GatewayError, InvalidRequest, Unimplemented, clip
@@ -42,11 +45,6 @@ log = logging.getLogger(__name__)
 
 PROTOCOL: Final = "tfserving_rest"
 JSON: Final = "application/json"
-# TF Serving's own patterns (http_rest_api_util.cc), labels narrowed to what its config allows.
-_PREFIX: Final = re.compile(r"/v1/", re.IGNORECASE)
-_SPEC: Final = r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([A-Za-z0-9_]+))?"
-_POST: Final = re.compile(_SPEC + r":(predict|classify|regress)", re.IGNORECASE)
-_GET: Final = re.compile(_SPEC + r"(/metadata)?", re.IGNORECASE)
 
 
 def http_status(code: ErrorCode) -> int:
@@ -71,7 +69,7 @@ class TFServingRoute(BaseRoute):
         self._limit = limit
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope["type"] == "http" and _PREFIX.match(scope["path"]):
+        if scope["type"] == "http" and paths.PREFIX.match(scope["path"]):
             return Match.FULL, {}
         return Match.NONE, {}
 
@@ -96,18 +94,16 @@ class TFServingRoute(BaseRoute):
             return _json(codec.error_body("internal error"), 500)
 
     async def _dispatch(self, request: Request, method: str, path: str) -> Response:
-        if method == "POST" and (match := _POST.fullmatch(path)):
-            model, number, label, verb = match.groups()
-            if verb.lower() != "predict":
-                raise Unimplemented(f"{verb.lower()} is not supported by the gateway: use predict")
-            return await self._predict(request, model, number or label or "")
-        if method == "GET" and (match := _GET.fullmatch(path)):
-            model, number, label, metadata = match.groups()
-            version = number or label or ""
-            if metadata:
-                return _json(codec.proto_body(await model_metadata(self._server, model, version)))
-            return _json(codec.proto_body(await model_status(self._server, model, version)))
-        raise InvalidRequest(f"Malformed request: {method} {clip(path)}")
+        call = paths.parse(method, path)
+        if call is None or not call.model:  # (`GET /v1/models` names no model: malformed here too)
+            raise InvalidRequest(f"Malformed request: {method} {clip(path)}")
+        if call.verb == paths.METADATA:
+            return _json(codec.proto_body(await model_metadata(self._server, call.model, call.version)))
+        if call.verb == paths.STATUS:
+            return _json(codec.proto_body(await model_status(self._server, call.model, call.version)))
+        if call.verb != "predict":
+            raise Unimplemented(f"{call.verb} is not supported by the gateway: use predict")
+        return await self._predict(request, call.model, call.version)
 
     async def _predict(self, request: Request, model: str, version: str) -> Response:
         context = RequestContext(protocol=PROTOCOL)
@@ -120,9 +116,16 @@ class TFServingRoute(BaseRoute):
                 metadata = await self._server.model_metadata(model, version)
                 signature, inputs, row_format = codec.decode_predict_request(body, metadata.inputs)
                 check_signature(signature)
+                if row_format:  # refused now, not once the model has run and been counted
+                    codec.check_row_format(metadata.outputs)
             except GatewayError as exc:
                 self._server.observe_rejected(model, context, exc)  # counted: it never reaches `infer`
                 raise
+            except Exception:
+                log.exception("predict of model '%s' failed before inference", clip(model))
+                internal = GatewayError("internal error", code=ErrorCode.INTERNAL)
+                self._server.observe_rejected(model, context, internal)
+                raise internal from None
             response = await self._server.infer(InferenceRequest(model, inputs, version), context)
         payload = codec.encode_predict_response(response.outputs, row_format)
         self._server.observe_transfer(context, len(wire), len(payload))

@@ -16,6 +16,9 @@ What TF Serving's JSON adds to plain JSON, and what it means here:
   emit invalid JSON).
 - Integer inputs take JSON integers only (2.0 is refused, as TF Serving's parser refuses it) and BOOL
   only true/false: the checks of the OIP JSON codec (`tensor_from_list`), which every path goes through.
+- Strings holding an unpaired surrogate (`"\\ud800"`: orjson refuses them, the stdlib parser takes
+  them) cannot become UTF-8 bytes: an `InvalidRequest` naming the field, and `error_body` can write any
+  message, one that quotes such a string included.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import orjson
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from gateway.codecs.v2.tensors import owner, reshape, tensor_from_list
+from gateway.codecs.v2.tensors import json_type, owner, reshape, tensor_from_list
 from gateway.datatypes import NUMPY_DTYPES
 from gateway.errors import BackendError, InvalidRequest, clip
 from gateway.proto.tfserving import POOL
@@ -53,13 +56,14 @@ def decode_predict_request(body: bytes, inputs: Sequence[TensorMetadata]) -> tup
         row format (`instances`; the answer is then `predictions`) rather than columnar (`inputs`).
 
     Raises:
-        InvalidRequest: The body is not valid JSON, has both or neither of `instances` / `inputs`, or a
-            value does not fit its input; the message names the input.
+        InvalidRequest: The body is not valid JSON, has both or neither of `instances` / `inputs`, names
+            an input the model lacks, or a value does not fit its input; the message names the field.
     """
     doc = _load(body, "request")
     signature = doc.get("signature_name", "")
     if not isinstance(signature, str):
         raise InvalidRequest("'signature_name' must be a string")
+    _utf8(signature, "'signature_name'")
     if "instances" in doc:
         if "inputs" in doc:
             raise InvalidRequest(
@@ -71,20 +75,67 @@ def decode_predict_request(body: bytes, inputs: Sequence[TensorMetadata]) -> tup
     raise InvalidRequest("request has neither 'instances' (row format) nor 'inputs' (columnar format)")
 
 
+def check_row_format(outputs: Sequence[TensorMetadata]) -> None:
+    """Refuse a row request (`instances`) whose answer the model's metadata shows cannot be rows, before
+    the model runs: an output of rank 0, or outputs of fixed, different batch sizes. TF Serving refuses
+    those too (INVALID_ARGUMENT), once its model has run.
+
+    Raises:
+        InvalidRequest: The output at fault is named; the columnar format carries any answer.
+    """
+    fixed: TensorMetadata | None = None
+    for meta in outputs:
+        if not meta.shape:
+            raise InvalidRequest(
+                f"{owner('output', meta.name)} has no batch dimension, so the answer cannot be written "
+                "in row format: use the columnar format ('inputs')"
+            )
+        if meta.shape[0] < 0:
+            continue
+        if fixed is not None and meta.shape[0] != fixed.shape[0]:
+            raise InvalidRequest(
+                f"{owner('output', meta.name)} has batch size {meta.shape[0]}, "
+                f"{owner('output', fixed.name)} {fixed.shape[0]}: use the columnar format ('inputs')"
+            )
+        fixed = meta
+
+
+def check_row_answer(outputs: Sequence[Tensor]) -> None:
+    """TF Serving's own check of an answer to a row request (`json_tensor.cc`), for a server that
+    mirrors it (TF Serving answers INVALID_ARGUMENT once its model has run); the gateway's front does
+    not call it (see `encode_predict_response`).
+
+    Raises:
+        InvalidRequest: No outputs, an output of rank 0, or outputs of different batch sizes.
+    """
+    if not outputs:
+        raise InvalidRequest("the model answered no outputs: the row format cannot carry that")
+    first = outputs[0]
+    for tensor in outputs:
+        if not tensor.shape:
+            raise InvalidRequest(
+                f"{owner('output', tensor.name)} has no batch dimension: use the columnar format ('inputs')"
+            )
+        if tensor.shape[0] != first.shape[0]:
+            raise InvalidRequest(
+                f"{owner('output', tensor.name)} has batch size {tensor.shape[0]}, "
+                f"{owner('output', first.name)} {first.shape[0]}: use the columnar format ('inputs')"
+            )
+
+
 def encode_predict_response(outputs: list[Tensor], row_format: bool) -> bytes:
     """The body answering a `:predict` call: `predictions` for a row request, else `outputs`.
 
-    Raises:
-        InvalidRequest: Row format asked for outputs that have no batch dimension, or different ones
-            (the columnar format carries them).
+    Never an error: when the model's answer cannot be rows after all (no outputs, an output of rank 0,
+    or outputs of different batch sizes, which its metadata did not show: see `check_row_format`), it
+    is written in the columnar format. The model has answered, and the call is counted as answered; TF
+    Serving's INVALID_ARGUMENT here would blame the client for the model's answer.
     """
-    if not outputs:
-        raise InvalidRequest("the model answered no outputs")
     values = {t.name: _json_value(t, b64=t.name.endswith(BYTES_SUFFIX)) for t in outputs}
     finite = _all_finite(values.values())
-    if not row_format:
+    batch = _batch_size(outputs) if row_format else None
+    if batch is None:
         return _dump({"outputs": values[outputs[0].name] if len(outputs) == 1 else values}, finite)
-    batch = _batch_size(outputs)
     if len(outputs) == 1:
         return _dump({"predictions": values[outputs[0].name]}, finite)
     rows = [{name: value[i] for name, value in values.items()} for i in range(batch)]
@@ -92,8 +143,12 @@ def encode_predict_response(outputs: list[Tensor], row_format: bool) -> bytes:
 
 
 def error_body(message: str) -> bytes:
-    """TF Serving's error body."""
-    return orjson.dumps({"error": message})
+    """TF Serving's error body, for any message: one quoting a string with unpaired surrogates (which
+    orjson refuses) has them written as `\\udXXX` escapes."""
+    try:
+        return orjson.dumps({"error": message})
+    except TypeError:
+        return orjson.dumps({"error": message.encode("utf-8", "backslashreplace").decode("utf-8")})
 
 
 def proto_body(message: Message) -> bytes:
@@ -223,8 +278,8 @@ def _from_instances(rows: Any, metas: Sequence[TensorMetadata]) -> list[Tensor]:
 
 
 def _from_columns(value: Any, metas: Sequence[TensorMetadata], role: str) -> list[Tensor]:
-    """Columnar format: a value for the single input, or an object by name (other keys are ignored,
-    as TF Serving ignores them)."""
+    """Columnar format: a value for the single input, or an object by name naming every input and
+    nothing else (TF Serving refuses other names: "Sent extra")."""
     if not _is_object(value):
         if len(metas) != 1:
             raise InvalidRequest(
@@ -235,6 +290,13 @@ def _from_columns(value: Any, metas: Sequence[TensorMetadata], role: str) -> lis
     for meta in metas:
         if meta.name not in value:
             raise InvalidRequest(f"'{role}s' has no {owner(role, meta.name)}")
+    if len(value) != len(metas):
+        known = {m.name for m in metas}
+        extra = [key for key in value if key not in known]
+        raise InvalidRequest(
+            f"'{role}s' names {role}s the model does not have: {_listed(extra)} "
+            f"(its {role}s: {_names(metas)})"
+        )
     return [_tensor(value[m.name], m, role) for m in metas]
 
 
@@ -293,7 +355,7 @@ def _flatten_bytes(name: str, items: Any, out: list[bytes], role: str) -> tuple[
 
 def _bytes_value(name: str, item: Any, role: str) -> bytes:
     if type(item) is str:
-        return item.encode("utf-8")
+        return _utf8(item, owner(role, name))
     if _is_b64(item):
         text: str = item[B64]
         try:
@@ -301,22 +363,26 @@ def _bytes_value(name: str, item: Any, role: str) -> bytes:
         except (binascii.Error, ValueError):
             raise InvalidRequest(f'{owner(role, name)}: a {{"b64": ...}} value is not valid base64') from None
     raise InvalidRequest(
-        f'{owner(role, name)}: BYTES values must be strings or {{"b64": ...}} objects, got {_kind(item)}'
+        f'{owner(role, name)}: BYTES values must be strings or {{"b64": ...}} objects, got {json_type(item)}'
     )
 
 
 def _json_value(tensor: Tensor, *, b64: bool) -> Any:
-    """A tensor as a JSON-ready value: a C-contiguous numpy array (orjson writes it nested, fast), or
-    nested lists for BYTES (whose elements are written one by one anyway)."""
+    """A tensor as a JSON-ready value: a C-contiguous numpy array (orjson writes it nested, fast) or a
+    numpy scalar, or nested lists for BYTES (whose elements are written one by one anyway)."""
     data = tensor.data
     if tensor.datatype == "BYTES":
         items = np.empty(data.size, dtype=object)
         items[:] = [_bytes_json(item, b64) for item in data.ravel()]
         return items.reshape(tensor.shape).tolist()
     if tensor.datatype == "BF16":
-        return (np.ascontiguousarray(data).view("<u2").astype("<u4") << 16).view("<f4")
-    # Converting here keeps the answer the same when a backend used a wider dtype than its metadata's.
-    return np.ascontiguousarray(data, dtype=NUMPY_DTYPES[tensor.datatype])
+        array = (np.ascontiguousarray(data).view("<u2").astype("<u4") << 16).view("<f4")
+    else:
+        # Converting here keeps the answer the same when a backend used a wider dtype than its metadata's.
+        array = np.ascontiguousarray(data, dtype=NUMPY_DTYPES[tensor.datatype])
+    # `ascontiguousarray` makes a rank-0 array rank 1 (and orjson writes no rank-0 array): a scalar is
+    # written as the numpy scalar it is, not as a list of one.
+    return array.reshape(())[()] if not tensor.shape else array
 
 
 def _bytes_json(item: Any, b64: bool) -> str | dict[str, str]:
@@ -329,26 +395,22 @@ def _bytes_json(item: Any, b64: bool) -> str | dict[str, str]:
     return {B64: base64.b64encode(raw).decode("ascii")}
 
 
-def _batch_size(outputs: list[Tensor]) -> int:
+def _batch_size(outputs: list[Tensor]) -> int | None:
+    """The batch size every output shares, None if they share none (or there are no outputs)."""
     batch: int | None = None
     for tensor in outputs:
-        if not tensor.shape:
-            raise InvalidRequest(
-                f"{owner('output', tensor.name)} has no batch dimension: use the columnar format ('inputs')"
-            )
-        if batch is not None and tensor.shape[0] != batch:
-            raise InvalidRequest(
-                f"{owner('output', tensor.name)} has batch size {tensor.shape[0]}, another output "
-                f"{batch}: use the columnar format ('inputs')"
-            )
+        if not tensor.shape or (batch is not None and tensor.shape[0] != batch):
+            return None
         batch = tensor.shape[0]
-    return batch or 0
+    return batch
 
 
 def _all_finite(values: Iterable[Any]) -> bool:
-    """Whether no float array among these JSON values holds a NaN or an infinity."""
+    """Whether no float array or scalar among these JSON values holds a NaN or an infinity."""
     return all(
-        bool(np.isfinite(v).all()) for v in values if isinstance(v, np.ndarray) and v.dtype.kind == "f"
+        bool(np.isfinite(v).all())
+        for v in values
+        if isinstance(v, np.ndarray | np.generic) and v.dtype.kind == "f"
     )
 
 
@@ -374,19 +436,18 @@ def _bf16_bits(fp32: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(fp32), np.uint16(0x7FC0), rounded).astype("<u2")
 
 
+def _utf8(text: str, what: str) -> bytes:
+    """`text` as UTF-8; an `InvalidRequest` naming `what` if it holds an unpaired surrogate."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{what}: a string holds an unpaired surrogate, which is not Unicode") from None
+
+
 def _names(metas: Sequence[TensorMetadata]) -> str:
-    return ", ".join(clip(m.name, 64) for m in metas[:16]) + (", ..." if len(metas) > 16 else "")
+    return _listed([m.name for m in metas])
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+def _listed(names: Sequence[str]) -> str:
+    """Names (from a client or a model) as a message lists them: clipped, at most 16."""
+    return ", ".join(clip(name, 64) for name in names[:16]) + (", ..." if len(names) > 16 else "")

@@ -53,7 +53,7 @@ def check_shape(name: str, shape: Any, *, role: str = "input") -> tuple[int, ...
     # Sequence admits protobuf repeated fields as well as JSON lists.
     if not isinstance(shape, Sequence) or isinstance(shape, str | bytes):
         raise InvalidRequest(
-            f"{owner(role, name)}: 'shape' must be a list of integers, got {_json_type(shape)}"
+            f"{owner(role, name)}: 'shape' must be a list of integers, got {json_type(shape)}"
         )
     dims = tuple(shape)
     for dim in dims:
@@ -77,7 +77,7 @@ def check_shape(name: str, shape: Any, *, role: str = "input") -> tuple[int, ...
 def check_datatype(name: str, datatype: Any, *, role: str = "input") -> np.dtype:
     """The numpy dtype of an OIP datatype name; `InvalidRequest` naming the tensor if it is unknown."""
     if not isinstance(datatype, str):
-        raise InvalidRequest(f"{owner(role, name)}: 'datatype' must be a string, got {_json_type(datatype)}")
+        raise InvalidRequest(f"{owner(role, name)}: 'datatype' must be a string, got {json_type(datatype)}")
     try:
         return NUMPY_DTYPES[datatype]
     except KeyError:
@@ -195,7 +195,7 @@ def tensor_from_list(
             "use the binary tensor data extension"
         )
     if not isinstance(data, list):
-        raise InvalidRequest(f"{owner(role, name)}: 'data' must be an array, got {_json_type(data)}")
+        raise InvalidRequest(f"{owner(role, name)}: 'data' must be an array, got {json_type(data)}")
     count = math.prod(dims)
     if datatype == "BYTES":
         array = _bytes_from_list(name, data, role)
@@ -321,7 +321,7 @@ def _flatten_strings(name: str, items: list[Any], out: list[bytes], role: str) -
         elif type(item) is list:
             shape = _flatten_strings(name, item, out, role)
         else:
-            raise InvalidRequest(f"{owner(role, name)}: BYTES data must be strings, got {_json_type(item)}")
+            raise InvalidRequest(f"{owner(role, name)}: BYTES data must be strings, got {json_type(item)}")
         if inner is None:
             inner = shape
         elif shape != inner:
@@ -396,7 +396,8 @@ def _fmt_shape(dims: Sequence[Any]) -> str:
     return f"[{shown}{', ...' if len(dims) > 12 else ''}]"
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """How an error message names a JSON value's type ("a number", "an array", ...)."""
     if value is None:
         return "null"
     if isinstance(value, bool):

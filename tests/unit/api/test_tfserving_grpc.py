@@ -11,6 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from gateway.api.grpc import tfserving as tfserving_api
 from gateway.api.grpc.server import start_grpc_server, stop_grpc_server
 from gateway.api.serving import bind_socket
 from gateway.codecs.tfserving.tensor_proto import tensor_from_proto, tensor_to_proto
@@ -90,6 +91,35 @@ async def test_refused_predict_is_counted_once(
     assert fake.rejected == [(rejected, "tfserving_grpc", code.name)]
 
 
+async def test_unexpected_failure_before_inference_is_counted_once(
+    served: tuple[grpc.aio.Channel, TFServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception no code expects while decoding is INTERNAL, in opaque words, and counted once."""
+    channel, fake = served
+
+    def broken(message: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(tfserving_api, "request_from_predict", broken)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await _call(channel, PREDICTION + "Predict", _predict())
+    assert info.value.code() == grpc.StatusCode.INTERNAL and info.value.details() == "internal error"
+    assert fake.rejected == [("m", "tfserving_grpc", "INTERNAL")]
+
+
+async def test_answer_that_cannot_be_written_is_internal(served: tuple[grpc.aio.Channel, TFServer]) -> None:
+    """A server's answer no TensorProto can hold (a BYTES element that is a number) is the gateway's
+    INTERNAL error, not the client's INVALID_ARGUMENT; no outputs at all is a plain answer."""
+    channel, fake = served
+    fake.answer = [Tensor("y", "BYTES", (1,), np.array([7], dtype=object))]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await _call(channel, PREDICTION + "Predict", _predict())
+    assert info.value.code() == grpc.StatusCode.INTERNAL and info.value.details() == "internal error"
+    fake.answer = []
+    reply = predict_pb2.PredictResponse.FromString(await _call(channel, PREDICTION + "Predict", _predict()))
+    assert not reply.outputs and reply.model_spec.name == "m"
+
+
 async def test_unknown_model_is_not_found(served: tuple[grpc.aio.Channel, TFServer]) -> None:
     """Predict, GetModelMetadata and GetModelStatus of an unknown model are NOT_FOUND."""
     channel, _ = served
@@ -126,8 +156,8 @@ async def test_metadata_needs_signature_def_field(served: tuple[grpc.aio.Channel
 
 
 async def test_status_by_label(served: tuple[grpc.aio.Channel, TFServer]) -> None:
-    """GetModelStatus takes a version label and reports the model AVAILABLE."""
-    channel, _ = served
+    """GetModelStatus takes a version label, asks the server about that label, reports it AVAILABLE."""
+    channel, fake = served
     request = get_model_status_pb2.GetModelStatusRequest()
     request.model_spec.name = "m"
     request.model_spec.version_label = "stable"
@@ -137,6 +167,7 @@ async def test_status_by_label(served: tuple[grpc.aio.Channel, TFServer]) -> Non
     assert [s.state for s in reply.model_version_status] == [
         get_model_status_pb2.ModelVersionStatus.AVAILABLE
     ]
+    assert fake.asked == [("m", "stable"), ("m", "stable")]  # readiness, then the versions it lists
 
 
 @pytest.mark.parametrize(

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
+import numpy as np
 import orjson
 import pytest
 
 from gateway.api.admission import InFlightLimit
 from gateway.api.rest.app import create_app
 from gateway.errors import BackendError, ModelNotFound
-from gateway.types import InferenceRequest, InferenceResponse, ModelMetadata, RequestContext
+from gateway.types import (
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    RequestContext,
+    Tensor,
+    TensorMetadata,
+)
 from tests.unit.api.fakes import METADATA, FakeServer
 
 ROW = orjson.dumps({"instances": [1.0, 2.0]})
@@ -20,28 +28,41 @@ ROW = orjson.dumps({"instances": [1.0, 2.0]})
 
 @dataclass
 class TFServer(FakeServer):
-    """The fake model `m` (input x, output y: FP32 vectors) that knows no other model; `fail` makes
-    inference fail as an unreadable backend answer does."""
+    """The fake model `m` (input x, output y: FP32 vectors, unless `metadata` says otherwise) that knows
+    no other model; `fail` makes inference fail as an unreadable backend answer does, `answer` replaces
+    the model's outputs, `broken` makes metadata raise an unexpected exception. `asked` records the
+    (model, version) of each status and metadata call."""
 
     model_is_ready: bool = True
     fail: bool = False
+    metadata: ModelMetadata = field(default_factory=lambda: METADATA)
+    answer: list[Tensor] | None = None
+    broken: bool = False
+    asked: list[tuple[str, str]] = field(default_factory=list)
 
     async def model_ready(self, name: str, version: str = "") -> bool:
+        self.asked.append((name, version))
         if name != "m":
             raise ModelNotFound(name, version)
         return self.model_is_ready
 
     async def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
+        self.asked.append((name, version))
+        if self.broken:
+            raise RuntimeError("a bug")
         if name != "m":
             raise ModelNotFound(name, version)
-        return METADATA
+        return self.metadata
 
     async def infer(self, request: InferenceRequest, context: RequestContext) -> InferenceResponse:
         if request.model_name != "m":
             raise ModelNotFound(request.model_name, request.model_version)
         if self.fail:
             raise BackendError("backend 'b' answered nonsense")
-        return await super().infer(request, context)
+        response = await super().infer(request, context)
+        if self.answer is not None:
+            response.outputs = self.answer
+        return response
 
 
 def _client(
@@ -174,3 +195,91 @@ async def test_oip_routes_are_untouched() -> None:
     async with _client(TFServer()) as client:
         assert (await client.get("/v2/models/m/ready")).status_code == 200
         assert (await client.get("/v2/nothing")).status_code == 404
+
+
+def _vector(name: str, size: int) -> Tensor:
+    return Tensor(name, "FP32", (size,), np.zeros(size, dtype=np.float32))
+
+
+def _scalar(name: str) -> Tensor:
+    return Tensor(name, "FP32", (), np.array(0.0, dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"inputs": ["\\ud800"]}', "input 'w'"),
+        (b'{"signature_name": "\\ud800", "inputs": ["a"]}', "'signature_name'"),
+    ],
+    ids=["in-a-value", "in-signature-name"],
+)
+async def test_unpaired_surrogate_is_invalid_argument(body: bytes, message: str) -> None:
+    """A string no UTF-8 can hold (taken by the NaN-tolerant parser) is a 400 naming the field, counted."""
+    words = ModelMetadata("m", "fake", [TensorMetadata("w", "BYTES", (-1,))], METADATA.outputs)
+    server = TFServer(metadata=words)
+    async with _client(server) as client:
+        reply = await client.post("/v1/models/m:predict", content=body)
+    assert reply.status_code == 400
+    assert message in reply.json()["error"] and "surrogate" in reply.json()["error"]
+    assert server.rejected == [("m", "tfserving_rest", "INVALID_ARGUMENT")]
+
+
+async def test_error_quoting_a_surrogate_is_still_written() -> None:
+    """An error message quoting a client's string with a surrogate (here an unknown input name) is
+    still TF Serving's JSON error body, the surrogate escaped."""
+    async with _client(TFServer()) as client:
+        reply = await client.post("/v1/models/m:predict", content=b'{"inputs": {"x": [1.0], "\\ud800": 1}}')
+    assert reply.status_code == 400
+    assert "\\ud800" in reply.json()["error"]
+
+
+async def test_unexpected_failure_before_inference_is_counted_once() -> None:
+    """An exception no code expects while decoding is logged, answered 500, and counted once as INTERNAL."""
+    server = TFServer(broken=True)
+    async with _client(server) as client:
+        reply = await client.post("/v1/models/m:predict", content=ROW)
+    assert reply.status_code == 500 and reply.json() == {"error": "internal error"}
+    assert server.rejected == [("m", "tfserving_rest", "INTERNAL")]
+    assert not server.called.is_set()
+
+
+@pytest.mark.parametrize(
+    "outputs",
+    [
+        [TensorMetadata("s", "FP32", ())],
+        [TensorMetadata("y", "FP32", (2, 3)), TensorMetadata("z", "FP32", (3,))],
+    ],
+    ids=["rank-0", "fixed-batch-sizes-differ"],
+)
+async def test_row_request_the_metadata_shows_cannot_be_rows_is_refused_before_inference(
+    outputs: list[TensorMetadata],
+) -> None:
+    """A row request for outputs that cannot be rows is a 400 before the model runs, counted once so."""
+    server = TFServer(metadata=ModelMetadata("m", "fake", METADATA.inputs, outputs))
+    async with _client(server) as client:
+        reply = await client.post("/v1/models/m:predict", content=ROW)
+    assert reply.status_code == 400 and "columnar" in reply.json()["error"]
+    assert server.rejected == [("m", "tfserving_rest", "INVALID_ARGUMENT")]
+    assert not server.called.is_set() and server.transfers == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ([_vector("y", 2), _vector("z", 3)], {"outputs": {"y": [0.0, 0.0], "z": [0.0, 0.0, 0.0]}}),
+        ([_scalar("y")], {"outputs": 0.0}),
+        ([], {"outputs": {}}),
+    ],
+    ids=["batch-sizes-differ", "rank-0", "no-outputs"],
+)
+async def test_answer_that_cannot_be_rows_is_answered_columnar(
+    answer: list[Tensor], expected: object
+) -> None:
+    """An answer the metadata did not show cannot be rows (or no outputs at all) is not turned into a
+    client error after `infer` counted it OK: it is a 200 in the columnar format, its sizes counted."""
+    server = TFServer(answer=answer)
+    async with _client(server) as client:
+        reply = await client.post("/v1/models/m:predict", content=ROW)
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == expected
+    assert server.rejected == [] and server.transfers == [(len(ROW), len(reply.content))]

@@ -12,10 +12,13 @@ import pytest
 
 from gateway.codecs.tfserving.front import status_response
 from gateway.codecs.tfserving.rest import (
+    check_row_answer,
+    check_row_format,
     decode_predict_request,
     decode_predict_response,
     encode_predict_request,
     encode_predict_response,
+    error_body,
     error_message,
     proto_body,
 )
@@ -81,7 +84,7 @@ REQUESTS: list[tuple[str, Any, list[TensorMetadata], bool, dict[str, tuple[tuple
     ),
     (
         "columnar-object",
-        {"inputs": {"x": [[1, 2]], "ids": [5, 6, 7], "ignored": 1}},
+        {"inputs": {"x": [[1, 2]], "ids": [5, 6, 7]}},
         [X, IDS],
         False,
         {"x": ((1, 2), [[1.0, 2.0]]), "ids": ((3,), [5, 6, 7])},
@@ -141,6 +144,19 @@ ERRORS: list[tuple[str, bytes, list[TensorMetadata], str]] = [
     ("rows-mixed", b'{"instances": [{"ids": 1}, 2]}', [IDS], "instances[1] is not an object"),
     ("plain-columns-several-inputs", b'{"inputs": [1]}', [X, IDS], "send an object keyed by input name"),
     ("named-input-missing", b'{"inputs": {"x": [[1, 2]]}}', [X, IDS], "has no input 'ids'"),
+    (
+        "named-input-extra",
+        b'{"inputs": {"x": [[1, 2]], "ids": [1], "other": 1, "' + b"n" * 300 + b'": 2}}',
+        [X, IDS],
+        "'inputs' names inputs the model does not have: other, " + "n" * 64 + "... (300 characters)",
+    ),
+    ("bytes-unpaired-surrogate", b'{"inputs": ["a", "\\ud800"]}', [WORDS], "input 'words': a string holds"),
+    (
+        "signature-unpaired-surrogate",
+        b'{"signature_name": "\\udfff", "inputs": [1]}',
+        [IDS],
+        "'signature_name'",
+    ),
     ("float-into-int", b'{"inputs": [1.5]}', [IDS], "input 'ids'"),
     ("integral-float-into-int", b'{"inputs": [2.0]}', [IDS], "input 'ids'"),
     ("bool-into-number", b'{"inputs": [true]}', [IDS], "input 'ids'"),
@@ -196,19 +212,90 @@ def test_non_finite_floats_are_written_as_tf_serving_tokens() -> None:
     assert json.loads(body)["outputs"][3] == 1.5
 
 
+S = Tensor("s", "INT32", (), np.array(1, dtype=np.int32))
+
+
+@pytest.mark.parametrize(
+    ("outputs", "expected"),
+    [
+        ([S], {"outputs": 1}),
+        (
+            [Y, Tensor("k", "INT32", (3,), np.arange(3, dtype=np.int32))],
+            {"outputs": {"y": Y.data.tolist(), "k": [0, 1, 2]}},
+        ),
+        ([], {"outputs": {}}),
+    ],
+    ids=["rank-0", "batch-mismatch", "no-outputs"],
+)
+def test_answer_that_cannot_be_rows_is_written_columnar(outputs: list[Tensor], expected: Any) -> None:
+    """A row request's answer that cannot be rows is written in the columnar format, never an error."""
+    assert orjson.loads(encode_predict_response(outputs, True)) == expected
+
+
 @pytest.mark.parametrize(
     ("outputs", "message"),
     [
-        ([Tensor("s", "INT32", (), np.array(1, dtype=np.int32))], "no batch dimension"),
-        ([Y, Tensor("k", "INT32", (3,), np.arange(3, dtype=np.int32))], "batch size 3"),
+        ([], "no outputs"),
+        ([Y, S], "output 's' has no batch dimension"),
+        (
+            [Y, Tensor("k", "INT32", (3,), np.arange(3, dtype=np.int32))],
+            "output 'k' has batch size 3, output 'y' 2",
+        ),
     ],
-    ids=["rank-0", "batch-mismatch"],
+    ids=["no-outputs", "rank-0", "batch-mismatch"],
 )
-def test_row_format_needs_one_batch_dimension(outputs: list[Tensor], message: str) -> None:
-    """A row answer needs every output to share a batch dimension; the error points to columnar."""
+def test_check_row_answer_is_tf_servings_check(outputs: list[Tensor], message: str) -> None:
+    """For a server mirroring TF Serving: a row answer it cannot write is INVALID_ARGUMENT."""
     with pytest.raises(InvalidRequest) as info:
-        encode_predict_response(outputs, True)
+        check_row_answer(outputs)
+    assert message in info.value.message
+    check_row_answer([Y, K])
+
+
+@pytest.mark.parametrize(
+    ("datatype", "value", "expected"),
+    [("FP32", 0.5, b"0.5"), ("FP32", np.nan, b"NaN"), ("BF16", 2.0, b"2.0"), ("INT64", 7, b"7")],
+)
+def test_rank_0_output_is_a_bare_value(datatype: str, value: Any, expected: bytes) -> None:
+    """A scalar output is a bare JSON value, not a list of one (numpy makes contiguous arrays rank 1)."""
+    data = np.array(value, dtype=np.float32 if datatype == "FP32" else np.int64)
+    if datatype == "BF16":
+        data = np.array(0x4000, dtype=np.uint16)  # 2.0's bit pattern
+    assert (
+        encode_predict_response([Tensor("y", datatype, (), data)], False) == b'{"outputs":' + expected + b"}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("outputs", "message"),
+    [
+        ([TensorMetadata("y", "FP32", (-1, 2)), TensorMetadata("s", "INT32", ())], "output 's' has no batch"),
+        (
+            [TensorMetadata("y", "FP32", (2,)), TensorMetadata("z", "FP32", (3, 1))],
+            "output 'z' has batch size 3",
+        ),
+    ],
+    ids=["rank-0", "fixed-batch-sizes-differ"],
+)
+def test_check_row_format_refuses_what_metadata_shows_cannot_be_rows(
+    outputs: list[TensorMetadata], message: str
+) -> None:
+    """Outputs of rank 0 or of different fixed batch sizes refuse a row request, pointing to columnar."""
+    with pytest.raises(InvalidRequest) as info:
+        check_row_format(outputs)
     assert message in info.value.message and "columnar" in info.value.message
+
+
+def test_check_row_format_takes_variable_and_equal_batch_sizes() -> None:
+    """Variable batch dimensions (and an unknown rank, read as (-1,)) and equal fixed ones pass."""
+    check_row_format([TensorMetadata("a", "FP32", (-1, 3)), TensorMetadata("b", "FP32", (2,)), X])
+    check_row_format([TensorMetadata("a", "FP32", (2, 1)), TensorMetadata("b", "FP32", (2,))])
+
+
+@pytest.mark.parametrize("message", ["plain", "quotes '\ud800' and '\udfff'"])
+def test_error_body_writes_any_message(message: str) -> None:
+    """Any str becomes TF Serving's error body; unpaired surrogates (orjson refuses them) are escaped."""
+    assert orjson.loads(error_body(message))["error"] == message.encode("utf-8", "backslashreplace").decode()
 
 
 # --- answers from a TF Serving backend --------------------------------------------------------------
