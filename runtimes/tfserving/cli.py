@@ -31,7 +31,7 @@ from runtimes.tfserving.manager import ModelManager
 from runtimes.tfserving.metrics import ServingMetrics
 from runtimes.tfserving.model import load_version
 from runtimes.tfserving.rest_api import RestApp
-from runtimes.tfserving.service import TFServingCore
+from runtimes.tfserving.service import DEFAULT_MAX_REQUEST_BYTES, TFServingCore
 
 READY_PREFIX: Final = RUNTIME_READY_PREFIX
 _GRACE_S: Final = 10.0
@@ -54,10 +54,18 @@ def _port(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m runtimes.tfserving",
         description="TF Serving's APIs served by TensorFlow, for hosts without tensorflow_model_server.",
+        allow_abbrev=False,  # TF Serving takes no abbreviated flags: `--model_base` is an error there too
     )
 
     def flag(name: str, help_text: str) -> None:
@@ -71,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--rest_api_timeout_in_ms", type=int, default=30000, help="REST request deadline (default 30000)"
     )
     parser.add_argument("--rest_api_num_threads", type=int, default=0, help="accepted, ignored (asyncio)")
+    parser.add_argument(
+        "--max_request_bytes",
+        type=_positive,
+        default=DEFAULT_MAX_REQUEST_BYTES,
+        help="largest REST body / gRPC request, and the most a tensor may hold (default 64 MiB; ours)",
+    )
     parser.add_argument("--model_name", default="default", help="model name (with --model_base_path)")
     parser.add_argument("--model_base_path", default="", help="directory of numeric version subdirectories")
     parser.add_argument("--model_config_file", type=Path, help="text-format ModelServerConfig")
@@ -126,7 +140,7 @@ async def serve(args: argparse.Namespace) -> None:
         lambda name, version, path: load_version(name, version, path, batching),
         allow_labels_for_unavailable=args.allow_version_labels_for_unavailable_models,
     )
-    core = TFServingCore(manager, ServingMetrics())
+    core = TFServingCore(manager, ServingMetrics(), max_request_bytes=args.max_request_bytes)
     stop = asyncio.Event()
     with _signals_set(stop):
         async with contextlib.AsyncExitStack() as cleanup:

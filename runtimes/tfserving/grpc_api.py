@@ -7,9 +7,10 @@ runtime does not serve: UNIMPLEMENTED.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, Final, NoReturn, TypeVar
 
@@ -37,7 +38,8 @@ from runtimes.tfserving.service import (
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-# grpcio's default message limits are 4 MiB; TF Serving's server takes up to INT32_MAX.
+# grpcio's default message limits are 4 MiB; TF Serving's server takes up to INT32_MAX. Replies may be
+# that large here too; requests are held to the core's `max_request_bytes`.
 MAX_MESSAGE_BYTES: Final = 2**31 - 1
 _CODES: Final = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -74,7 +76,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     async def _predict(
         self, request: predict_pb2.PredictRequest, target: Target, context: grpc.aio.ServicerContext
     ) -> predict_pb2.PredictResponse:
-        inputs = {name: tensors.to_ndarray(proto, name) for name, proto in request.inputs.items()}
+        limit = self._core.max_request_bytes
+        inputs = {
+            name: tensors.to_ndarray(proto, name, max_bytes=limit) for name, proto in request.inputs.items()
+        }
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
         prediction = await self._core.predict(target, inputs, list(request.output_filter), deadline)
@@ -111,11 +116,15 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         status = "OK"
         try:
             return await work
+        except asyncio.CancelledError:  # the client went away (a BaseException: `Exception` misses it)
+            status = "CANCELLED"
+            raise
         except Exception as exc:
             status = error_code_name(gateway_error(exc).code)
             await _abort(context, exc)
         finally:
-            self._core.metrics.request(model, api, "GRPC", status, time.perf_counter() - start)
+            label = self._core.model_label(model)
+            self._core.metrics.request(label, api, "GRPC", status, time.perf_counter() - start)
 
 
 def unimplemented(api: str) -> GatewayError:
@@ -126,9 +135,8 @@ def unimplemented(api: str) -> GatewayError:
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
-    def __init__(self, core: TFServingCore, on_reload: Callable[[], None] | None = None) -> None:
+    def __init__(self, core: TFServingCore) -> None:
         self._core = core
-        self._on_reload = on_reload
 
     async def GetModelStatus(
         self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext
@@ -155,8 +163,6 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):  # type: ignor
             return response
         except Exception as exc:
             await _abort(context, exc)
-        if self._on_reload is not None:
-            self._on_reload()
         return response
 
 
@@ -178,7 +184,7 @@ async def start_grpc_server(
     """Starts the listener; returns it and the port it bound (port 0: one the OS chose)."""
     server = grpc.aio.server(
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", core.max_request_bytes),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
     )

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -77,7 +76,6 @@ class Signature:
     outputs: tuple[TensorInfo, ...]
     function: Any
     batcher: DynamicBatcher | None = None
-    input_dtypes: dict[str, np.dtype] = field(default_factory=dict)
 
     def run_direct(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Blocking: runs the signature's own function (unknown batch dim), all outputs in order."""
@@ -127,7 +125,6 @@ def load_version(model: str, version: int, path: Path, batching: BatchingOptions
             _infos(sig_def.outputs),
             function,
         )
-        signature.input_dtypes = {i.alias: i.numpy_dtype for i in signature.inputs}
         name = f"model '{model}' version {version} signature '{key}'"
         if batching is not None and all(t.batch_first for t in (*signature.inputs, *signature.outputs)):
             runner = _BucketRunner(
@@ -184,8 +181,3 @@ def _zeros(infos: Sequence[TensorInfo], rows: int) -> list[np.ndarray]:
         else:
             arrays.append(np.zeros(shape, info.numpy_dtype))
     return arrays
-
-
-def run_unbatched(executor: Executor, signature: Signature, inputs: Sequence[np.ndarray]) -> Any:
-    """The future of a direct run in `executor` (wrap it with `asyncio.wrap_future`)."""
-    return executor.submit(signature.run_direct, inputs)

@@ -7,17 +7,22 @@ add per-request cost. Run it with uvicorn (`lifespan="off"`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
+from starlette.requests import Request
+
+from gateway.api.rest.body import read_body
+from gateway.codecs.tfserving import rest
+from gateway.codecs.tfserving.signature import SIGNATURE_DEF_FIELD
 from gateway.errors import ErrorCode, GatewayError, InvalidRequest, clip
 from runtimes.tfserving import rest_json
 from runtimes.tfserving.grpc_api import status_response, unimplemented
 from runtimes.tfserving.service import (
-    SIGNATURE_DEF_FIELD,
     Target,
     TFServingCore,
     error_code_name,
@@ -44,7 +49,8 @@ _API: Final = {"predict": "Predict", "classify": "Classify", "regress": "Regress
 
 class RestApp:
     """The ASGI app. `metrics_path`: where Prometheus scrapes (None: not served, as without a
-    monitoring config); `timeout_s`: `--rest_api_timeout_in_ms`, the deadline of a queued request."""
+    monitoring config); `timeout_s`: `--rest_api_timeout_in_ms`, the deadline of a queued request.
+    Request bodies over the core's `max_request_bytes` are refused with 413 before more is read."""
 
     def __init__(self, core: TFServingCore, *, metrics_path: str | None, timeout_s: float) -> None:
         self._core = core
@@ -61,13 +67,13 @@ class RestApp:
             await _send(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
             return
         start = time.perf_counter()
-        model, api = "", ""
+        model, api, code = "", "", "OK"
         try:
             if not path.lower().startswith("/v1/"):
                 raise GatewayError(f"Not found: {clip(path)}", code=ErrorCode.NOT_FOUND)
-            request = await _read_body(receive)
             if method == "POST" and (match := _POST.fullmatch(path)):
                 model, api = match.group(1), _API[match.group(4).lower()]
+                request = await read_body(Request(scope, receive), self._core.max_request_bytes)
                 status, body = 200, await self._post(match, request)
             elif method == "GET" and (match := _GET.fullmatch(path)):
                 model = match.group(1) or ""
@@ -75,27 +81,39 @@ class RestApp:
                 status, body = 200, self._get(match)
             else:
                 raise InvalidRequest(f"Malformed request: {method} {clip(path)}")
+        except asyncio.CancelledError:
+            if model:
+                self._record(model, api, "CANCELLED", start)
+            raise
         except Exception as exc:
             error = gateway_error(exc)
             if error is not exc:
                 _log.error("request %s %s failed", method, clip(path), exc_info=exc)
-            status, body = error.code.http_status, rest_json.error_body(error.message)
+            status, body, code = (
+                error.code.http_status,
+                rest.error_body(error.message),
+                error_code_name(error.code),
+            )
         if model:
-            code = "OK" if status == 200 else error_code_name(_code_of(status))
-            self._core.metrics.request(model, api, "REST", code, time.perf_counter() - start)
+            self._record(model, api, code, start)
         await _send(send, status, body, _JSON_HEADERS)
+
+    def _record(self, model: str, api: str, code: str, start: float) -> None:
+        label = self._core.model_label(model)
+        self._core.metrics.request(label, api, "REST", code, time.perf_counter() - start)
 
     async def _post(self, match: re.Match[str], body: bytes) -> bytes:
         target = _target(match)
         api = _API[match.group(4).lower()]
         if api != "Predict":
             raise unimplemented(api)
-        request = rest_json.parse_predict(body)
-        target = Target(target.model, target.version, target.label, request.signature_name)
-        _, signature = self._core.signature(target)
-        inputs = rest_json.to_arrays(request, signature.input_dtypes)
-        prediction = await self._core.predict(target, inputs, deadline=time.monotonic() + self._timeout_s)
-        return rest_json.dumps_predict(request.form, prediction.outputs)
+        target = Target(target.model, target.version, target.label, rest_json.signature_name(body))
+        _, signature = self._core.signature(target)  # its inputs type the JSON
+        _, inputs, row_format = rest.decode_predict_request(body, rest_json.input_metadata(signature.inputs))
+        prediction = await self._core.predict(
+            target, rest_json.to_arrays(inputs), deadline=time.monotonic() + self._timeout_s
+        )
+        return rest_json.encode_outputs(prediction.signature.outputs, prediction.outputs, row_format)
 
     def _get(self, match: re.Match[str]) -> bytes:
         if not match.group(1):
@@ -112,21 +130,6 @@ def _target(match: re.Match[str]) -> Target:
     if version is not None and len(version) > _MAX_VERSION_DIGITS:
         raise InvalidRequest(f"Malformed request: version {clip(version)} is out of range")
     return Target(match.group(1), int(version) if version is not None else None, match.group(3) or "")
-
-
-def _code_of(status: int) -> ErrorCode:
-    return next((code for code in ErrorCode if code.http_status == status), ErrorCode.UNKNOWN)
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise GatewayError("the client closed the request", code=ErrorCode.CANCELLED)
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
@@ -18,14 +18,23 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
 
+from gateway.codecs.tfserving.signature import DEFAULT_SIGNATURE, SIGNATURE_DEF_FIELD
 from gateway.errors import ErrorCode, GatewayError, InvalidRequest, clip
+from gateway.metrics import UNKNOWN_MODEL
 from runtimes.tfserving.manager import ModelManager
 from runtimes.tfserving.metrics import ServingMetrics
 from runtimes.tfserving.model import LoadedVersion, Signature, TensorInfo
 from runtimes.tfserving.tensors import dtype_name
 
-DEFAULT_SIGNATURE: Final = "serving_default"
-SIGNATURE_DEF_FIELD: Final = "signature_def"
+# The largest request either listener reads (a REST body, a gRPC message), and the most bytes a typed
+# TensorProto's few values may be filled out to: the gateway's default limit. TF Serving takes gRPC
+# messages up to INT32_MAX; `--max_request_bytes` raises this one.
+DEFAULT_MAX_REQUEST_BYTES: Final = 64 * 2**20
+# Our codes TF Serving has no name for, as its metrics' status label names them (the gRPC code's name).
+_CODE_NAMES: Final = {
+    ErrorCode.BAD_GATEWAY: "UNAVAILABLE",
+    ErrorCode.PAYLOAD_TOO_LARGE: "RESOURCE_EXHAUSTED",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,22 +55,43 @@ class Prediction:
 
 
 class TFServingCore:
-    """Runs requests against the manager's models. `executor` runs unbatched signatures."""
+    """Runs requests against the manager's models; a thread pool runs unbatched signatures.
 
-    def __init__(self, manager: ModelManager, metrics: ServingMetrics, *, threads: int = 4) -> None:
+    `max_request_bytes` bounds what the listeners read (REST bodies, gRPC messages) and what a request's
+    tensors may expand to (a typed TensorProto's fill).
+    """
+
+    def __init__(
+        self,
+        manager: ModelManager,
+        metrics: ServingMetrics,
+        *,
+        threads: int = 4,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    ) -> None:
         self.manager = manager
         self.metrics = metrics
+        self.max_request_bytes = max_request_bytes
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tf-run")
 
     def close(self) -> None:
         self._executor.shutdown(wait=False)
 
+    def model_label(self, model: str) -> str:
+        """`model` as a metric label: a configured model's name, else `UNKNOWN_MODEL` (labels stay
+        bounded whatever names clients send)."""
+        return model if model in self.manager.models else UNKNOWN_MODEL
+
     def signature(self, target: Target) -> tuple[LoadedVersion, Signature]:
+        """The version and signature a request addresses; FAILED_PRECONDITION for an unknown signature,
+        as TF Serving's predict_util.cc."""
         version = self.manager.resolve(target.model, target.version, target.label)
         key = target.signature or DEFAULT_SIGNATURE
         signature = version.signatures.get(key)
         if signature is None:
-            raise InvalidRequest(f'Serving signature key "{clip(key)}" not found.')
+            raise GatewayError(
+                f'Serving signature key "{clip(key)}" not found.', code=ErrorCode.FAILED_PRECONDITION
+            )
         return version, signature
 
     async def predict(
@@ -84,7 +114,7 @@ class TFServingCore:
         except tf.errors.InvalidArgumentError as exc:
             # The graph's own check (a shape the signature allows but an op refuses): the client's fault.
             raise InvalidRequest(clip(exc.message, 1024)) from None
-        self.metrics.runtime_latency(target.model, "Predict", time.perf_counter() - start)
+        self.metrics.runtime_latency(self.model_label(target.model), "Predict", time.perf_counter() - start)
         names = [info.alias for info in signature.outputs]
         return Prediction(
             version, signature, {n: out for n, out in zip(names, outputs, strict=True) if n in wanted}
@@ -107,8 +137,8 @@ def _check_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> lis
         missing, extra = sorted(expected - set(inputs)), sorted(set(inputs) - expected)
         raise InvalidRequest(
             f"input size does not match signature: {len(inputs)}!={len(expected)} len({{"
-            f"{', '.join(sorted(inputs))}}}) != len({{{', '.join(sorted(expected))}}}). Sent extra: "
-            f"{{{', '.join(extra)}}}. Missing but required: {{{', '.join(missing)}}}."
+            f"{_names(inputs)}}}) != len({{{_names(expected)}}}). Sent extra: "
+            f"{{{_names(extra)}}}. Missing but required: {{{_names(missing)}}}."
         )
     ordered = []
     for info in signature.inputs:
@@ -122,6 +152,14 @@ def _check_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> lis
                 f"the inputs' batch sizes differ ({sorted(rows)}); a batched signature needs them equal"
             )
     return ordered
+
+
+def _names(names: Iterable[str], limit: int = 16) -> str:
+    """Names for a message, sorted: each clipped, at most `limit` of them (request names are the
+    client's: a message must not grow with them)."""
+    ordered = sorted(names)
+    shown = ", ".join(clip(name, 64) for name in ordered[:limit])
+    return shown + (f", ... ({len(ordered)} in all)" if len(ordered) > limit else "")
 
 
 def _check_tensor(info: TensorInfo, array: np.ndarray) -> None:
@@ -189,8 +227,9 @@ def to_json(message: Any) -> dict[str, Any]:
 
 
 def error_code_name(code: ErrorCode) -> str:
-    """The status name TF Serving's REST status and metrics use (BAD_GATEWAY is not one of its codes)."""
-    return "UNAVAILABLE" if code is ErrorCode.BAD_GATEWAY else code.name
+    """The status name TF Serving's metrics use: the gRPC code's (BAD_GATEWAY and PAYLOAD_TOO_LARGE are
+    not among its codes)."""
+    return _CODE_NAMES.get(code, code.name)
 
 
 def gateway_error(exc: BaseException) -> GatewayError:

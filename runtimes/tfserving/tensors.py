@@ -16,7 +16,7 @@ import ml_dtypes
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, clip
 from runtimes.tfserving import wire
 
 
@@ -85,30 +85,42 @@ def datatype_of(dtype: np.dtype) -> int:
     return code
 
 
-def to_ndarray(proto: tensor_pb2.TensorProto, name: str = "tensor") -> np.ndarray:
-    """A TensorProto's value; `InvalidRequest` naming `name` when it is malformed."""
+def to_ndarray(
+    proto: tensor_pb2.TensorProto, name: str = "tensor", *, max_bytes: int | None = None
+) -> np.ndarray:
+    """A TensorProto's value; `InvalidRequest` naming `name` when it is malformed, or when its shape
+    holds more than `max_bytes` (a typed field's values are filled out to the shape: a few bytes of
+    request must not allocate gigabytes)."""
+    label = clip(name)
     kind = KINDS.get(proto.dtype)
     if kind is None:
-        raise InvalidRequest(f"input '{name}': unsupported tensor type {dtype_name(proto.dtype)}")
+        raise InvalidRequest(f"input '{label}': unsupported tensor type {dtype_name(proto.dtype)}")
     if proto.tensor_shape.unknown_rank:
-        raise InvalidRequest(f"input '{name}': the tensor shape must be known")
+        raise InvalidRequest(f"input '{label}': the tensor shape must be known")
     shape = tuple(d.size for d in proto.tensor_shape.dim)
+    dims = clip(str(list(shape)), 128)
     if any(d < 0 for d in shape):
-        raise InvalidRequest(f"input '{name}': negative dimension in shape {list(shape)}")
+        raise InvalidRequest(f"input '{label}': negative dimension in shape {dims}")
     count = math.prod(shape)
+    nbytes = count * kind.dtype.itemsize
+    if max_bytes is not None and nbytes > max_bytes:
+        raise InvalidRequest(
+            f"input '{label}': shape {dims} of {dtype_name(proto.dtype)} needs {nbytes} bytes, over the "
+            f"request limit of {max_bytes}"
+        )
     if proto.tensor_content:
         if kind.encoding == "s":
-            raise InvalidRequest(f"input '{name}': DT_STRING must be sent in string_val")
-        if len(proto.tensor_content) != count * kind.dtype.itemsize:
+            raise InvalidRequest(f"input '{label}': DT_STRING must be sent in string_val")
+        if len(proto.tensor_content) != nbytes:
             raise InvalidRequest(
-                f"input '{name}': tensor_content holds {len(proto.tensor_content)} bytes, shape "
-                f"{list(shape)} of {dtype_name(proto.dtype)} needs {count * kind.dtype.itemsize}"
+                f"input '{label}': tensor_content holds {len(proto.tensor_content)} bytes, shape "
+                f"{dims} of {dtype_name(proto.dtype)} needs {nbytes}"
             )
         return np.frombuffer(proto.tensor_content, kind.dtype).reshape(shape)
     values = _typed_values(proto, kind)
     if values.size > count:
         raise InvalidRequest(
-            f"input '{name}': {values.size} values in {kind.field} for shape {list(shape)} ({count} elements)"
+            f"input '{label}': {values.size} values in {kind.field} for shape {dims} ({count} elements)"
         )
     if values.size < count:
         # Version-0 semantics (TensorFlow's own FromProto): the last value repeats; no values are zeros.

@@ -240,6 +240,14 @@ def test_rest_status_and_metadata(server: Server) -> None:
         ("POST", "/v1/models/nope:predict", b'{"instances": [[1,2,3,4]]}', 404, "Servable not found"),
         ("POST", "/v1/models/m:predict", b'{"instances": [[1,2,3]]}', 400, "input 'x'"),
         ("POST", "/v1/models/m:predict", b'{"instances": [1', 400, "JSON"),
+        ("POST", "/v1/models/m:predict", b'{"instances": [[1,2,3,"4"]]}', 400, "input 'x'"),
+        (
+            "POST",
+            "/v1/models/m:predict",
+            b'{"signature_name": "nope", "instances": [[1,2,3,4]]}',
+            400,
+            'Serving signature key "nope" not found.',
+        ),
         ("GET", "/v1/models/m/versions/x", b"", 400, "Malformed request"),
         ("GET", "/v1/models/nope", b"", 404, "nope"),
         ("POST", "/v1/models/m:classify", b"{}", 501, "Classify"),
@@ -254,8 +262,10 @@ def test_rest_errors_use_tf_serving_codes(
     assert message in response.json()["error"]
 
 
-def test_metrics_use_tf_serving_names(server: Server) -> None:
-    """The monitoring config serves TF Serving's metric names on the REST port."""
+def test_metrics_use_tf_serving_names(server: Server, channel: grpc.Channel) -> None:
+    """The monitoring config serves TF Serving's metric names on the REST port, for both entrypoints
+    (this test makes its own calls: it does not depend on which tests ran before it)."""
+    prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(predict_request(X))
     httpx.post(f"http://{server.rest}/v1/models/m:predict", json={"instances": X.tolist()})
     text = httpx.get(f"http://{server.rest}/monitoring/prometheus/metrics").text
     assert ':tensorflow:serving:request_count{model_name="m",status="OK"}' in text

@@ -14,7 +14,8 @@ from gateway.errors import ModelNotFound, ModelNotReady
 from runtimes.jax.manager import ModelManager
 from runtimes.jax.metrics import RuntimeMetrics
 from runtimes.jax.repository import VersionPolicy
-from tests.unit.runtime_jax.fakes import FakeLoader, eventually, fake_config, make_version, rows
+from tests.unit.runtime_common.fakes import rows
+from tests.unit.runtime_jax.fakes import FakeLoader, eventually, fake_config, make_version
 
 
 @pytest.fixture

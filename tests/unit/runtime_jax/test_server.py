@@ -22,7 +22,8 @@ from runtimes.jax.compiled import CompiledModel, make_loader
 from runtimes.jax.manager import ModelManager
 from runtimes.jax.metrics import RuntimeMetrics
 from runtimes.jax.server import JaxInferenceServer
-from tests.unit.runtime_jax.fakes import FakeLoader, fake_config, make_version, rows, started
+from tests.unit.runtime_common.fakes import rows, started
+from tests.unit.runtime_jax.fakes import FakeLoader, fake_config, make_version
 
 
 @pytest.fixture

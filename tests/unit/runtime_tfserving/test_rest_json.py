@@ -1,101 +1,67 @@
-"""TF Serving's REST predict JSON: both request forms, b64, NaN tokens, and the response shapes."""
+"""The REST edge: signatures described to the gateway's TF Serving JSON codec, its tensors <-> arrays."""
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import orjson
 import pytest
+from tensorflow.core.framework import types_pb2
 
 from gateway.errors import InvalidRequest
+from gateway.types import Tensor, TensorMetadata
 from runtimes.tfserving import rest_json
-
-F32 = np.dtype(np.float32)
-STR = np.dtype(object)
+from runtimes.tfserving.model import TensorInfo
 
 
 @pytest.mark.parametrize(
-    ("body", "dtypes", "expected"),
+    ("body", "expected"),
     [
-        (b'{"instances": [[1, 2], [3, 4]]}', {"x": F32}, {"x": [[1, 2], [3, 4]]}),
-        (
-            b'{"instances": [{"x": [1], "s": "a"}, {"x": [2], "s": "b"}]}',
-            {"x": F32, "s": STR},
-            {"x": [[1], [2]], "s": [b"a", b"b"]},
-        ),
-        (
-            b'{"inputs": {"x": [[1]], "s": [{"b64": "aGk="}]}}',
-            {"x": F32, "s": STR},
-            {"x": [[1]], "s": [b"hi"]},
-        ),
-        (b'{"inputs": 5}', {"x": F32}, {"x": 5}),
-        (b'{"inputs": [NaN, Infinity, -Infinity]}', {"x": F32}, {"x": [np.nan, np.inf, -np.inf]}),
-        (b'{"signature_name": "s", "inputs": [{"b64": "AA=="}]}', {"x": STR}, {"x": [b"\0"]}),
+        (b'{"inputs": [1]}', ""),
+        (b'{"signature_name": "s", "inputs": [NaN]}', "s"),
+        (b'{"signature\\u005fname": "t", "inputs": [1]}', "t"),  # an escaped key is still the key
+        (b'{"inputs": {"signature_name": "not the key"}}', ""),
+        (b'{"signature_name": "s", "inputs": [1', ""),  # not JSON: left to the codec to report
     ],
 )
-def test_request_forms(body: bytes, dtypes: dict[str, np.dtype], expected: dict[str, object]) -> None:
-    """Row and columnar bodies, b64 strings and NaN tokens become typed arrays per input."""
-    arrays = rest_json.to_arrays(rest_json.parse_predict(body), dtypes)
-    assert set(arrays) == set(expected)
-    for name, value in expected.items():
-        assert arrays[name].dtype == dtypes[name]
-        np.testing.assert_array_equal(arrays[name], np.array(value, dtype=dtypes[name]))
+def test_signature_name_is_read_before_decoding(body: bytes, expected: str) -> None:
+    """The top-level signature_name, however spelled; "" when there is none."""
+    assert rest_json.signature_name(body) == expected
 
 
-@pytest.mark.parametrize(
-    ("body", "dtypes", "message"),
-    [
-        (b"{}", {"x": F32}, "Missing 'inputs' or 'instances'"),
-        (b'{"inputs": 1, "instances": [1]}', {"x": F32}, "Not both"),
-        (b'{"inputs": [[1, 2], [3]]}', {"x": F32}, "input 'x'"),
-        (b'{"inputs": {"z": 1}}', {"x": F32}, "input 'z' is not in the signature"),
-        (b'{"inputs": [1]}', {"x": F32, "y": F32}, "name each input"),
-        (b'{"inputs": [{"b64": "aGk="}]}', {"x": F32}, "needs a DT_STRING"),
-        (b'{"inputs": [{"b64": "!!"}]}', {"x": STR}, "invalid base64"),
-        (b'{"instances": [{"x": 1}, {"y": 2}]}', {"x": F32, "y": F32}, "same inputs"),
-        (b"[1", {"x": F32}, "JSON Parse error"),
-    ],
-)
-def test_bad_requests(body: bytes, dtypes: dict[str, np.dtype], message: str) -> None:
-    """Each malformed body is INVALID_ARGUMENT saying what is wrong."""
-    with pytest.raises(InvalidRequest, match=message):
-        rest_json.to_arrays(rest_json.parse_predict(body), dtypes)
+def test_signature_name_must_be_a_string() -> None:
+    with pytest.raises(InvalidRequest, match="'signature_name' must be a string"):
+        rest_json.signature_name(b'{"signature_name": 1, "inputs": [1]}')
 
 
-Y = np.array([[0.5], [1.5]], np.float32)
-B = np.array([b"\xff", b"a"], object)
+def test_input_metadata_uses_oip_datatypes() -> None:
+    """TensorInfos become the codec's TensorMetadata; an unknown rank is [-1]; complex is refused."""
+    infos = [TensorInfo("a", types_pb2.DT_INT64, (-1, 3)), TensorInfo("b", types_pb2.DT_STRING, None)]
+    assert rest_json.input_metadata(infos) == [
+        TensorMetadata("a", "INT64", (-1, 3)),
+        TensorMetadata("b", "BYTES", (-1,)),
+    ]
+    with pytest.raises(InvalidRequest, match=r"input 'c' is DT_COMPLEX128.*use gRPC"):
+        rest_json.input_metadata([TensorInfo("c", types_pb2.DT_COMPLEX128, (-1,))])
 
 
-@pytest.mark.parametrize(
-    ("form", "outputs", "expected"),
-    [
-        ("row", {"y": Y}, {"predictions": [[0.5], [1.5]]}),
-        (
-            "row",
-            {"y": Y, "y_bytes": B},
-            {
-                "predictions": [
-                    {"y": [0.5], "y_bytes": {"b64": "/w=="}},
-                    {"y": [1.5], "y_bytes": {"b64": "YQ=="}},
-                ]
-            },
-        ),
-        ("columnar", {"y": Y}, {"outputs": [[0.5], [1.5]]}),
-        ("columnar", {"y": Y, "s": np.array([b"t"], object)}, {"outputs": {"y": [[0.5], [1.5]], "s": ["t"]}}),
-        ("columnar", {"n": np.array(3, np.int64)}, {"outputs": 3}),
-    ],
-)
-def test_response_shapes(form: str, outputs: dict[str, np.ndarray], expected: object) -> None:
-    """One output: the bare value; several: keyed by name (per row in the row form); *_bytes as b64."""
-    assert orjson.loads(rest_json.dumps_predict(form, outputs)) == expected
+def test_bf16_tensors_become_bfloat16_arrays() -> None:
+    """The codec's BF16 bit patterns are viewed, not converted, as the bfloat16 the model takes."""
+    bits = np.array([1.5, -2], ml_dtypes.bfloat16).view(np.uint16)
+    (array,) = rest_json.to_arrays([Tensor("x", "BF16", (2,), bits)]).values()
+    assert array.dtype == ml_dtypes.bfloat16 and array.tolist() == [1.5, -2]
 
 
-def test_non_finite_outputs_use_tf_serving_tokens() -> None:
-    """NaN and infinities are written as TF Serving writes them, not as null."""
-    body = rest_json.dumps_predict("columnar", {"y": np.array([np.nan, np.inf, -np.inf], np.float32)})
-    assert body == b'{"outputs":[NaN,Infinity,-Infinity]}'
+def test_outputs_keep_the_signature_order_and_skip_filtered_ones() -> None:
+    """Outputs are encoded in the signature's order; those the request did not get are left out."""
+    infos = [TensorInfo(n, types_pb2.DT_FLOAT, (-1,)) for n in ("a", "b", "c")]
+    outputs = {"c": np.array([3], np.float32), "a": np.array([1], np.float32)}
+    body = rest_json.encode_outputs(infos, outputs, row_format=False)
+    assert list(orjson.loads(body)["outputs"]) == ["a", "c"]
 
 
-def test_row_form_needs_equal_batch_sizes() -> None:
-    """Several outputs of different batch sizes cannot be split into rows."""
-    with pytest.raises(InvalidRequest, match="columnar"):
-        rest_json.dumps_predict("row", {"a": np.zeros((2, 1)), "b": np.zeros((3, 1))})
+def test_complex_outputs_are_refused_over_rest() -> None:
+    """A complex output has no JSON form in the codec: the error says to use gRPC."""
+    info = TensorInfo("z", types_pb2.DT_COMPLEX64, (-1,))
+    with pytest.raises(InvalidRequest, match="output 'z' is DT_COMPLEX64"):
+        rest_json.encode_outputs([info], {"z": np.array([1j], np.complex64)}, row_format=False)

@@ -105,3 +105,28 @@ def test_varints_round_trip(values: list[int]) -> None:
     encoded = wire.encode_varints(array)
     assert encoded == b"".join(wire.encode_varint(v) for v in values)
     np.testing.assert_array_equal(wire.decode_varints(encoded), array)
+
+
+def test_typed_value_is_not_filled_past_max_bytes() -> None:
+    """A 28-byte request declaring [10**6, 28, 28, 1] is refused before anything is allocated."""
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0])
+    for size in (10**6, 28, 28, 1):
+        proto.tensor_shape.dim.add(size=size)
+    with pytest.raises(InvalidRequest, match=r"input 'x': .* over the request limit of 1048576"):
+        tensors.to_ndarray(proto, "x", max_bytes=2**20)
+    proto.tensor_shape.dim[0].size = 10  # 31 KB: within the limit, filled as before
+    assert tensors.to_ndarray(proto, "x", max_bytes=2**20).shape == (10, 28, 28, 1)
+
+
+def test_names_and_shapes_in_messages_are_clipped() -> None:
+    """The input name (a client's map key) and the shape are quoted clipped."""
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_RESOURCE)
+    with pytest.raises(InvalidRequest) as err:
+        tensors.to_ndarray(proto, "n" * 5000)
+    assert len(err.value.message) < 1024
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_content=b"\0")
+    for _ in range(2000):
+        proto.tensor_shape.dim.add(size=1)
+    with pytest.raises(InvalidRequest) as err:
+        tensors.to_ndarray(proto, "x")
+    assert len(err.value.message) < 1024

@@ -1,4 +1,5 @@
-"""Bucket padding and splitting: rows keep their order, padding is zeros, and is dropped on the way back."""
+"""Bucket padding and splitting: rows keep their order, padding is zeros (b"" for strings), and is
+dropped on the way back."""
 
 from __future__ import annotations
 
@@ -47,3 +48,12 @@ def test_split_refuses_outputs_without_the_batch_first() -> None:
     """An executable whose output lacks the bucket's batch dimension is an error, not a mis-split."""
     with pytest.raises(RuntimeError, match="expected batch 4 first"):
         split_batch([np.zeros((2, 4))], rows=[2], bucket=4)
+
+
+def test_pad_fills_string_rows_with_empty_bytes() -> None:
+    """Object (BYTES / DT_STRING) inputs pad with b"", which TensorFlow converts, never with 0."""
+    a = np.array([[b"a", b"bc"]], dtype=object)
+    b = np.array([[b"", b"\xff"]], dtype=object)
+    (padded,) = pad_batch([[a], [b]], bucket=4)
+    assert padded.dtype == object and padded.shape == (4, 2)
+    assert padded.tolist() == [[b"a", b"bc"], [b"", b"\xff"], [b"", b""], [b"", b""]]

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.errors import DeadlineExceeded, ErrorCode, GatewayError, InvalidRequest, ModelNotReady
 from runtimes.common.batching import BatchingConfig, BatchRunner, DynamicBatcher, default_buckets
-from tests.unit.runtime_jax.fakes import POISON, FakeClock, FakeRunner, rows, started
+from tests.unit.runtime_common.fakes import POISON, FakeClock, FakeRunner, rows, started
 
 LONG_MS = 60_000.0  # a delay no test waits out for real: flushes come from full batches or the fake clock
 
