@@ -29,7 +29,7 @@ from typing import Any, Final
 import numpy as np
 
 from gateway.codecs.tfserving import wire
-from gateway.codecs.v2.tensors import check_shape, owner, reshape
+from gateway.codecs.v2.tensors import check_shape, fmt_shape, owner, reshape
 from gateway.datatypes import NUMPY_DTYPES
 from gateway.errors import InvalidRequest
 from gateway.proto.tfserving.tensorflow.core.framework import tensor_pb2, types_pb2
@@ -129,7 +129,7 @@ def tensor_from_proto(
             raise InvalidRequest(f"{owner(role, name)}: DT_STRING goes in string_val, not tensor_content")
         if len(content) != count * dtype.itemsize:
             raise InvalidRequest(
-                f"{owner(role, name)}: tensor_content holds {len(content)} bytes, shape {list(dims)} of "
+                f"{owner(role, name)}: tensor_content holds {len(content)} bytes, shape {fmt_shape(dims)} of "
                 f"{datatype} needs {count * dtype.itemsize}"
             )
         raw = np.frombuffer(content, dtype=np.uint8 if datatype == "BOOL" else dtype)
@@ -144,12 +144,12 @@ def tensor_from_proto(
     if given != count:
         if given > count:
             raise InvalidRequest(
-                f"{owner(role, name)}: {field} holds {given} values, shape {list(dims)} holds {count}"
+                f"{owner(role, name)}: {field} holds {given} values, shape {fmt_shape(dims)} holds {count}"
             )
         size = count * (dtype.itemsize if datatype != "BYTES" else max((len(v) for v in values), default=0))
         if size > max_bytes:
             raise InvalidRequest(
-                f"{owner(role, name)}: {given} values in {field} would fill shape {list(dims)}, "
+                f"{owner(role, name)}: {given} values in {field} would fill shape {fmt_shape(dims)}, "
                 f"{size} bytes: over the {max_bytes}-byte limit"
             )
         values = _filled(values, count, datatype)

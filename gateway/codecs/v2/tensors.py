@@ -62,14 +62,14 @@ def check_shape(name: str, shape: Any, *, role: str = "input") -> tuple[int, ...
         if type(dim) is not int:
             if not isinstance(dim, np.integer):
                 raise InvalidRequest(
-                    f"{owner(role, name)}: shape {_fmt_shape(dims)} has a non-integer dimension"
+                    f"{owner(role, name)}: shape {fmt_shape(dims)} has a non-integer dimension"
                 )
             return check_shape(name, [int(d) if isinstance(d, np.integer) else d for d in dims], role=role)
         if dim < 0:
-            raise InvalidRequest(f"{owner(role, name)}: shape {_fmt_shape(dims)} has a negative dimension")
+            raise InvalidRequest(f"{owner(role, name)}: shape {fmt_shape(dims)} has a negative dimension")
         if dim > INT64_MAX:
             raise InvalidRequest(
-                f"{owner(role, name)}: shape {_fmt_shape(dims)} has a dimension beyond int64"
+                f"{owner(role, name)}: shape {fmt_shape(dims)} has a dimension beyond int64"
             )
     return dims
 
@@ -117,7 +117,7 @@ def tensor_from_buffer(
     expected = count * dtype.itemsize
     if nbytes != expected:
         raise InvalidRequest(
-            f"{owner(role, name)}: expected {expected} bytes for shape {_fmt_shape(dims)} of {datatype}, "
+            f"{owner(role, name)}: expected {expected} bytes for shape {fmt_shape(dims)} of {datatype}, "
             f"got {nbytes}"
         )
     if datatype == "BOOL":
@@ -203,7 +203,7 @@ def tensor_from_list(
         array = _numbers_from_list(name, datatype, dtype, data, role)
     if array.size != count:
         raise InvalidRequest(
-            f"{owner(role, name)}: expected {count} elements for shape {_fmt_shape(dims)}, got {array.size}"
+            f"{owner(role, name)}: expected {count} elements for shape {fmt_shape(dims)}, got {array.size}"
         )
     return Tensor(name, datatype, dims, reshape(name, array, dims, role=role))
 
@@ -219,7 +219,7 @@ def reshape(name: str, data: np.ndarray, dims: tuple[int, ...], *, role: str = "
         return data.reshape(dims)
     except ValueError:
         raise InvalidRequest(
-            f"{owner(role, name)}: shape {_fmt_shape(dims)} cannot be represented "
+            f"{owner(role, name)}: shape {fmt_shape(dims)} cannot be represented "
             f"({len(dims)} dimensions, or dimensions too large even for an empty tensor)"
         ) from None
 
@@ -342,7 +342,7 @@ def _split_bytes(
         if offset + 4 > end:
             raise InvalidRequest(
                 f"{owner(role, name)}: BYTES data holds {index} elements, "
-                f"shape {_fmt_shape(dims)} needs {count}"
+                f"shape {fmt_shape(dims)} needs {count}"
             )
         (length,) = unpack(raw, offset)
         offset += 4
@@ -357,7 +357,7 @@ def _split_bytes(
     if offset != end:
         raise InvalidRequest(
             f"{owner(role, name)}: {end - offset} bytes left over after the {count} BYTES elements "
-            f"of shape {_fmt_shape(dims)}"
+            f"of shape {fmt_shape(dims)}"
         )
     array = np.empty(count, dtype=object)
     array[:] = items
@@ -390,7 +390,7 @@ def owner(role: str, name: str) -> str:
     return f"{role} '{clip(name)}'"
 
 
-def _fmt_shape(dims: Sequence[Any]) -> str:
+def fmt_shape(dims: Sequence[Any]) -> str:
     # Shapes come from clients; keep an absurdly long one from flooding the error message.
     shown = ", ".join(str(d)[:24] for d in dims[:12])
     return f"[{shown}{', ...' if len(dims) > 12 else ''}]"

@@ -104,7 +104,7 @@ async def test_typed_value_cannot_broadcast_past_the_request_limit(core: TFServi
     with pytest.raises(Aborted) as err:
         await call(core, message)
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert "input 'x'" in err.value.details and "limit of 4096" in err.value.details
+    assert "input 'x'" in err.value.details and "4096-byte limit" in err.value.details
 
 
 async def test_unknown_models_share_one_metric_label(core: TFServingCore) -> None:
