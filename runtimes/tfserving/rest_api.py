@@ -17,7 +17,7 @@ from typing import Any, Final
 from starlette.requests import Request
 
 from gateway.api.rest.body import read_body
-from gateway.codecs.tfserving import rest
+from gateway.codecs.tfserving import paths, rest
 from gateway.codecs.tfserving.signature import SIGNATURE_DEF_FIELD
 from gateway.errors import ErrorCode, GatewayError, InvalidRequest, clip
 from runtimes.tfserving import rest_json
@@ -37,11 +37,10 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-# TF Serving's own routing expressions (http_rest_api_util.cc), anchored; labels narrowed to its
-# documented alphabet so that a bad label is a malformed path, not an unknown label.
-_VERSION: Final = r"(?:(?:/versions/(\d+))|(?:/labels/([A-Za-z0-9_]+)))?"
-_POST: Final = re.compile(rf"/v1/models/([^/:]+){_VERSION}:(classify|regress|predict)", re.IGNORECASE)
-_GET: Final = re.compile(rf"/v1/models(?:/([^/:]+))?{_VERSION}(?:/(metadata))?", re.IGNORECASE)
+# TF Serving's own routing expressions, one definition with the gateway's front (groups: model, number,
+# label, then the verb for POST and "/metadata" for GET).
+_POST: Final = paths.POST
+_GET: Final = paths.GET
 _MAX_VERSION_DIGITS: Final = 18
 _JSON_HEADERS: Final = [(b"content-type", b"application/json")]
 _API: Final = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}
