@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from gateway.errors import ConfigError
@@ -191,8 +199,34 @@ class TFServingBackendSettings(_WireBackendBase):
     kind: Literal["tfserving"] = Field(description="Backend kind: TensorFlow Serving.")
 
 
+class TorchServeBackendSettings(_WireBackendBase):
+    """TorchServe (0.12) serving models packaged with the project's handler (`runtimes/torchserve`): gRPC
+    `InferenceAPIsService`, or its REST `/predictions` API. With token authorization on (TorchServe's
+    default) requests carry the inference key, from `inference_key_file` or `inference_key`."""
+
+    kind: Literal["torchserve"] = Field(description="Backend kind: TorchServe.")
+    inference_key_file: str = Field(
+        default="",
+        description=(
+            "File with TorchServe's inference key: its key_file.json, or a file holding the key alone (a "
+            "mounted Secret). Re-read when it changes and when TorchServe refuses the key."
+        ),
+    )
+    inference_key: SecretStr | None = Field(
+        default=None, description="The inference key itself (prefer a file: a key in the config is a secret)."
+    )
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> TorchServeBackendSettings:
+        if self.inference_key_file and self.inference_key is not None:
+            raise PydanticCustomError("key_source", "give inference_key_file or inference_key, not both")
+        return self
+
+
 # New kinds join here; `kind` selects the model.
-BackendSettings = Annotated[V2BackendSettings | TFServingBackendSettings, Field(discriminator="kind")]
+BackendSettings = Annotated[
+    V2BackendSettings | TFServingBackendSettings | TorchServeBackendSettings, Field(discriminator="kind")
+]
 
 
 class V2RouteOptions(_Settings):
@@ -227,11 +261,23 @@ class TFServingRouteOptions(_Settings):
         return self
 
 
-RouteOptions = V2RouteOptions | TFServingRouteOptions
+class TorchServeRouteOptions(_Settings):
+    """Route options of a `torchserve` backend."""
+
+    version: str = Field(
+        default="", description="Send this model version instead of the client's; \"\": the client's."
+    )
+
+
+RouteOptions = V2RouteOptions | TFServingRouteOptions | TorchServeRouteOptions
 # The options of a route whose backend kind takes none.
 NO_OPTIONS: RouteOptions = V2RouteOptions()
 # The options model of each backend kind; a route's `options` are validated against its backend's.
-ROUTE_OPTIONS: dict[str, type[RouteOptions]] = {"v2": V2RouteOptions, "tfserving": TFServingRouteOptions}
+ROUTE_OPTIONS: dict[str, type[RouteOptions]] = {
+    "v2": V2RouteOptions,
+    "tfserving": TFServingRouteOptions,
+    "torchserve": TorchServeRouteOptions,
+}
 
 
 class RouteSettings(_Settings):

@@ -12,7 +12,12 @@ from collections.abc import Callable
 
 from gateway.backends.base import Backend
 from gateway.errors import ConfigError
-from gateway.settings import BackendSettings, TFServingBackendSettings, V2BackendSettings
+from gateway.settings import (
+    BackendSettings,
+    TFServingBackendSettings,
+    TorchServeBackendSettings,
+    V2BackendSettings,
+)
 
 __all__ = ["Backend", "build_backend"]
 
@@ -31,9 +36,17 @@ def _tfserving(name: str, settings: BackendSettings) -> Backend:
     return TFServingBackend(name, settings)
 
 
+def _torchserve(name: str, settings: BackendSettings) -> Backend:
+    from gateway.backends.torchserve import TorchServeBackend
+
+    assert isinstance(settings, TorchServeBackendSettings)
+    return TorchServeBackend(name, settings)
+
+
 _FACTORIES: dict[str, Callable[[str, BackendSettings], Backend]] = {
     "v2": _v2,
     "tfserving": _tfserving,
+    "torchserve": _torchserve,
 }
 
 

@@ -1,0 +1,303 @@
+"""`TorchServeBackend`: a client of TorchServe serving models packaged with the project's handler, over
+gRPC (`org.pytorch.serve.grpc.inference.InferenceAPIsService`: Predictions, Ping) or REST
+(`POST /predictions/{model}[/{version}]`, `GET /ping`).
+
+Tensors travel in the project's binary payload (`gateway.codecs.torchserve.payload`), as the request's
+one input (`input["data"]` over gRPC, the body over REST). What is TorchServe's own here:
+- the inference key (`credentials.BearerKey`) on every call; a call TorchServe refuses for its key is
+  retried once after the key file is read again (a renewed key), then is the backend's failure (502),
+  never the client's;
+- OIP metadata is the archive's signature, which the handler answers to a metadata query (a Predictions
+  call, so it needs only the inference key; TorchServe's management API stays on loopback);
+- a model is ready when that query is answered (TorchServe answers 503 while it has no ready worker);
+- the server is ready when Ping says Healthy;
+- it declares no batching to the gateway (TorchServe batches in its frontend: `batchSize`, `maxBatchDelay`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol, TypeVar
+from urllib.parse import quote
+
+import grpc
+import httpx
+from google.protobuf.message import DecodeError
+
+from gateway.backends.credentials import BearerKey
+from gateway.backends.grpc_client import grpc_error, open_channel
+from gateway.backends.http_client import map_http_errors, pooled_client, status_error
+from gateway.codecs.torchserve import payload
+from gateway.codecs.torchserve.signature import loads_signature
+from gateway.errors import BackendError, ConfigError, DeadlineExceeded, ErrorCode, GatewayError, ModelNotFound
+from gateway.proto.torchserve import inference_pb2 as pb
+from gateway.settings import NO_OPTIONS, RouteOptions, TorchServeBackendSettings, TorchServeRouteOptions
+from gateway.types import NO_BATCHING, Batching, InferenceRequest, InferenceResponse, ModelMetadata
+
+log = logging.getLogger(__name__)
+
+_SERVICE: Final = "/org.pytorch.serve.grpc.inference.InferenceAPIsService/"
+PLATFORM: Final = "pytorch_torchserve"
+# The name of the payload among a PredictionsRequest's inputs (the handler reads the first input).
+_INPUT: Final = "data"
+
+T = TypeVar("T")
+
+
+def _version(request_version: str, options: RouteOptions) -> str:
+    if isinstance(options, TorchServeRouteOptions) and options.version:
+        return options.version
+    return request_version
+
+
+class _Transport(Protocol):
+    async def predict(
+        self, model: str, version: str, body: bytes, endpoint: str, timeout_s: float
+    ) -> bytes: ...
+    async def ping(self, endpoint: str) -> bool: ...
+    async def close(self) -> None: ...
+
+
+class TorchServeBackend:
+    """A TorchServe backend (implements `gateway.backends.base.Backend`).
+
+    Create it inside the running event loop: the gRPC channels bind to it.
+
+    Args:
+        name: The backend's configured name (error messages).
+        settings: Its settings; `protocol` picks gRPC or REST.
+        http_transport: REST only: an httpx transport to use instead of the network (tests).
+    """
+
+    needs_metadata = False  # the payload carries datatypes and shapes
+
+    def __init__(
+        self,
+        name: str,
+        settings: TorchServeBackendSettings,
+        *,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self._timeout_s = settings.timeout_s
+        secret = settings.inference_key.get_secret_value() if settings.inference_key is not None else ""
+        self._key = BearerKey(name, key=secret, path=settings.inference_key_file)
+        self._transport: _Transport
+        if settings.protocol == "grpc":
+            self._transport = _GrpcTransport(name, settings, self._key)
+        else:
+            self._transport = _RestTransport(name, settings, self._key, http_transport)
+
+    async def _predict(self, model: str, version: str, body: bytes, endpoint: str, timeout_s: float) -> bytes:
+        return await self._transport.predict(model, version, body, endpoint, timeout_s)
+
+    async def infer(
+        self,
+        request: InferenceRequest,
+        endpoint: str,
+        timeout_s: float,
+        *,
+        options: RouteOptions = NO_OPTIONS,
+        metadata: ModelMetadata | None = None,
+    ) -> InferenceResponse:
+        """Run one request through the project's handler on `endpoint`."""
+        outputs = [o.name for o in request.outputs] if request.outputs else None
+        body = payload.encode_request(request.inputs, outputs)
+        version = _version(request.model_version, options)
+        reply = await self._predict(request.model_name, version, body, endpoint, timeout_s)
+        try:
+            tensors = payload.decode_response(reply)
+        except BackendError as exc:
+            raise BackendError(f"backend '{self.name}': {exc.message}") from None
+        return InferenceResponse(request.model_name, tensors, model_version=version, id=request.id)
+
+    async def model_metadata(
+        self, name: str, version: str, endpoint: str, *, options: RouteOptions = NO_OPTIONS
+    ) -> ModelMetadata:
+        """The archive's signature (the handler answers a metadata query with it)."""
+        version = _version(version, options)
+        reply = await self._predict(
+            name, version, payload.encode_metadata_request(), endpoint, self._timeout_s
+        )
+        try:
+            signature = loads_signature(reply, "the model's signature")
+        except ConfigError as exc:
+            raise BackendError(f"backend '{self.name}': {exc}") from None
+        versions = [version] if version else []
+        return ModelMetadata(name, PLATFORM, list(signature.inputs), list(signature.outputs), versions)
+
+    async def batching(
+        self, name: str, version: str, endpoint: str, *, options: RouteOptions = NO_OPTIONS
+    ) -> Batching:
+        """TorchServe batches in its frontend and does not say how over the inference API."""
+        return NO_BATCHING
+
+    async def model_ready(
+        self, name: str, version: str, endpoint: str, *, options: RouteOptions = NO_OPTIONS
+    ) -> bool:
+        """Whether a worker answers the model's metadata query (NOT_FOUND for a model it does not have)."""
+        try:
+            await self.model_metadata(name, version, endpoint, options=options)
+        except ModelNotFound:
+            raise
+        except GatewayError as exc:
+            if exc.code is ErrorCode.NOT_FOUND:
+                raise
+            return False
+        return True
+
+    async def ready(self, endpoint: str) -> bool:
+        """Whether Ping says Healthy; False when it cannot be asked."""
+        return await self._transport.ping(endpoint)
+
+    async def close(self) -> None:
+        await self._transport.close()
+
+
+async def _with_fresh_key(key: BearerKey, backend: str, call: Callable[[], Awaitable[T]]) -> T:
+    """Run `call`; if TorchServe refused the key, read the key again and retry once (a renewed key)."""
+    try:
+        return await call()
+    except _KeyRefused:
+        if not key.refresh():
+            raise BackendError(f"backend '{backend}' refused the gateway's inference key") from None
+        log.info("backend '%s': retrying with the renewed inference key", backend)
+    try:
+        return await call()
+    except _KeyRefused:
+        raise BackendError(f"backend '{backend}' refused the gateway's inference key") from None
+
+
+class _KeyRefused(Exception):
+    """TorchServe refused the inference key (internal: becomes a BackendError or a retry)."""
+
+
+class _GrpcTransport:
+    """Predictions and Ping over one persistent channel per endpoint, the key in the call's metadata."""
+
+    def __init__(self, name: str, settings: TorchServeBackendSettings, key: BearerKey) -> None:
+        self._name = name
+        self._key = key
+        self._probe_timeout_s = settings.health_check_timeout_s
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._predictions: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
+        self._pings: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
+        for endpoint in settings.endpoints:
+            channel = open_channel(endpoint, settings.max_message_bytes)
+            self._channels[endpoint] = channel
+            self._predictions[endpoint] = channel.unary_unary(_SERVICE + "Predictions")
+            self._pings[endpoint] = channel.unary_unary(_SERVICE + "Ping")
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        header = self._key.header()
+        return (("authorization", header),) if header else ()
+
+    async def _call(
+        self, rpc: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes], message: bytes, timeout_s: float
+    ) -> bytes:
+        try:
+            reply: bytes = await rpc(message, timeout=timeout_s, metadata=self._metadata())
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+                raise _KeyRefused from None
+            raise _torchserve_grpc_error(self._name, exc) from None
+        return reply
+
+    async def predict(self, model: str, version: str, body: bytes, endpoint: str, timeout_s: float) -> bytes:
+        message = pb.PredictionsRequest(model_name=model, model_version=version, input={_INPUT: body})
+        wire = message.SerializeToString()
+        rpc = self._predictions[endpoint]
+        reply = await _with_fresh_key(self._key, self._name, lambda: self._call(rpc, wire, timeout_s))
+        try:
+            return pb.PredictionResponse.FromString(reply).prediction
+        except DecodeError:
+            raise BackendError(
+                f"backend '{self._name}' answered with bytes that are not a PredictionResponse"
+            ) from None
+
+    async def ping(self, endpoint: str) -> bool:
+        try:
+            reply = await self._call(self._pings[endpoint], b"", self._probe_timeout_s)
+            return pb.TorchServeHealthResponse.FromString(reply).health.find("Healthy") >= 0
+        except (GatewayError, _KeyRefused, DecodeError):  # any failure of the probe is "not ready"
+            return False
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+
+
+def _torchserve_grpc_error(backend: str, exc: grpc.aio.AioRpcError) -> GatewayError:
+    """TorchServe's gRPC errors: the handler's own refusal travels as the status details, in TorchServe's
+    error shape, and keeps its HTTP meaning (a 400 from the handler is the client's INVALID_ARGUMENT)."""
+    code, _kind, message = payload.decode_error((exc.details() or "").encode())
+    if code == 400 and message:
+        return GatewayError(message, code=ErrorCode.INVALID_ARGUMENT)
+    if code == 404 and message:
+        return GatewayError(message, code=ErrorCode.NOT_FOUND)
+    return grpc_error(backend, exc)
+
+
+class _RestTransport:
+    """`/predictions` and `/ping` on one pooled httpx client, the key in the Authorization header."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: TorchServeBackendSettings,
+        key: BearerKey,
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> None:
+        self._name = name
+        self._key = key
+        self._probe_timeout_s = settings.health_check_timeout_s
+        self._client = pooled_client(settings.timeout_s, transport)
+
+    def _headers(self, **extra: str) -> dict[str, str]:
+        header = self._key.header()
+        return {**extra, "authorization": header} if header else dict(extra)
+
+    async def _send(self, method: str, url: str, timeout_s: float, **kwargs: Any) -> httpx.Response:
+        with map_http_errors(self._name):
+            reply = await self._client.request(method, url, timeout=timeout_s, **kwargs)
+        if reply.status_code in (400, 401, 403) and b"InvalidKeyException" in reply.content[:512]:
+            raise _KeyRefused
+        return reply
+
+    async def predict(self, model: str, version: str, body: bytes, endpoint: str, timeout_s: float) -> bytes:
+        url = f"http://{endpoint}/predictions/{quote(model, safe='')}"
+        if version:
+            url += "/" + quote(version, safe="")
+
+        async def call() -> httpx.Response:
+            headers = self._headers(**{"content-type": payload.CONTENT_TYPE})
+            return await self._send("POST", url, timeout_s, content=body, headers=headers)
+
+        try:
+            async with asyncio.timeout(timeout_s):  # httpx's timeout is per read/write, not the exchange
+                reply = await _with_fresh_key(self._key, self._name, call)
+        except TimeoutError:
+            raise DeadlineExceeded(f"backend '{self._name}' did not answer within the deadline") from None
+        if reply.status_code != 200:
+            raise status_error(self._name, reply, _error_message)
+        return reply.content
+
+    async def ping(self, endpoint: str) -> bool:
+        try:
+            reply = await self._send(
+                "GET", f"http://{endpoint}/ping", self._probe_timeout_s, headers=self._headers()
+            )
+        except (GatewayError, _KeyRefused):
+            return False
+        return reply.status_code == 200
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _error_message(reply: httpx.Response) -> str | None:
+    """The message of TorchServe's `{"code", "type", "message"}` error body, or None."""
+    code, _kind, message = payload.decode_error(reply.content)
+    return message if code and message else None
