@@ -145,6 +145,13 @@ def create_app(
             except GatewayError as exc:
                 server.observe_rejected(model, context, exc)  # counted: it never reaches `infer`
                 raise
+            except Exception:
+                # A decoding bug: answered "internal error" by the app's handler, and counted like any
+                # other refusal (under INTERNAL) so the error rate shows it.
+                log.exception("decoding an infer request for model '%s' failed unexpectedly", clip(model))
+                internal = GatewayError("internal error", code=ErrorCode.INTERNAL)
+                server.observe_rejected(model, context, internal)
+                raise internal from None
             response = await server.infer(inference_request, context)
         payload, json_length = codec.encode_infer_response(response, inference_request)
         server.observe_transfer(context, len(wire), len(payload))

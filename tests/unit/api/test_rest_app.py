@@ -172,3 +172,21 @@ async def test_header_length_of_thousands_of_digits_is_400() -> None:
         )
     assert reply.status_code == 400
     assert "exceeds any body length" in reply.json()["error"]
+
+
+async def test_an_unexpected_decoding_failure_is_answered_and_counted(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in decoding is a 500 "internal error", logged with its traceback and counted as INTERNAL once."""
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a decoding bug")
+
+    monkeypatch.setattr("gateway.api.rest.app.codec.decode_infer_request", broken)
+    server = FakeServer()
+    with caplog.at_level(logging.ERROR, logger="gateway.api.rest.app"):
+        async with _client(server) as client:
+            reply = await client.post("/v2/models/m/infer", json={"inputs": []})
+    assert reply.status_code == 500 and orjson.loads(reply.content) == {"error": "internal error"}
+    assert server.rejected == [("m", "rest", "INTERNAL")]
+    assert "a decoding bug" in caplog.text
