@@ -76,6 +76,7 @@ def build_dataplane(
             health_check_timeout_s=spec.health_check_timeout_s,
             metadata_ttl_s=spec.metadata_ttl_s,
             metrics=metrics,
+            framework=spec.framework_label,
         )
     return DataPlane(Router.from_settings(settings), clusters, metrics), clusters, backends
 
@@ -128,7 +129,11 @@ async def run(
         rest_port = rest_sock.getsockname()[1]
         config = uvicorn.Config(
             create_app(
-                dataplane, max_request_bytes=listeners.max_request_bytes, limit=in_flight, tfserving=True
+                dataplane,
+                max_request_bytes=listeners.max_request_bytes,
+                limit=in_flight,
+                tfserving=True,
+                torchserve=True,
             ),
             loop="uvloop",
             lifespan="off",
@@ -156,6 +161,7 @@ async def run(
             max_connection_age_s=listeners.grpc_max_connection_age_s,
             limit=in_flight,
             tfserving=True,  # TF Serving's API beside OIP's, on the same ports (its clients move over)
+            torchserve=True,  # and TorchServe's inference API, likewise
         )
 
         metrics_port = listeners.metrics.port

@@ -48,22 +48,26 @@ def _add_up(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workdir", type=Path, default=Path(".local"), help="where models, config and caches go"
     )
-    parser.add_argument(
-        "--no-tfserving", action="store_true", help="leave TF Serving out (only the JAX runtime serves)"
-    )
+    parser.add_argument("--no-tfserving", action="store_true", help="leave TF Serving out")
+    parser.add_argument("--no-torchserve", action="store_true", help="leave TorchServe out")
 
 
 def _up(args: argparse.Namespace) -> int:
     from gateway.local_stack import run_foreground
 
-    return run_foreground(args.workdir, tfserving=not args.no_tfserving)
+    return run_foreground(args.workdir, tfserving=not args.no_tfserving, torchserve=not args.no_torchserve)
 
 
 _COMMANDS: list[
     tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 ] = [
     ("serve", "run the gateway from a configuration file", _add_serve, _serve),
-    ("up", "run the example stack (JAX runtime, TF Serving, gateway) on this machine", _add_up, _up),
+    (
+        "up",
+        "run the example stack (JAX runtime, TF Serving, TorchServe, gateway) on this machine",
+        _add_up,
+        _up,
+    ),
 ]
 
 

@@ -25,9 +25,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from runtimes.torchserve.launcher import TorchServeProcess
 
 READY_TIMEOUT_S = 300.0
 
@@ -133,11 +136,23 @@ class StackPorts:
     # TF Serving's own defaults are 8500 / 8501; these keep the stack's ports together.
     tfserving_grpc: int = 8020
     tfserving_rest: int = 8021
+    # TorchServe's defaults are 8080-8082 and 7070-7071; management and metrics stay on loopback.
+    torchserve_rest: int = 8030
+    torchserve_grpc: int = 8031
+    torchserve_management: int = 8032
+    torchserve_metrics: int = 8033
+    torchserve_grpc_management: int = 8034
 
     @classmethod
     def ephemeral(cls) -> StackPorts:
-        rest, grpc, metrics, runtime_http, runtime_grpc, runtime_metrics, tfs_grpc, tfs_rest = free_ports(8)
+        ports = free_ports(13)
+        rest, grpc, metrics, runtime_http, runtime_grpc, runtime_metrics, tfs_grpc, tfs_rest = ports[:8]
         return cls(
+            torchserve_rest=ports[8],
+            torchserve_grpc=ports[9],
+            torchserve_management=ports[10],
+            torchserve_metrics=ports[11],
+            torchserve_grpc_management=ports[12],
             gateway_rest=rest,
             gateway_grpc=grpc,
             gateway_metrics=metrics,
@@ -152,15 +167,23 @@ class StackPorts:
 EXAMPLE_MODELS = ("cnn", "transformer", "mlp")
 
 
-# The version under which a model is TF Serving's (its route pins TF Serving's version 1 of the model).
+# The version under which a model is TF Serving's (its route pins TF Serving's version 1 of the model),
+# and TorchServe's (version "1" of its archive).
 TFSERVING_VERSION = "tfserving"
+TORCHSERVE_VERSION = "torchserve"
 
 
 def gateway_config(
-    ports: StackPorts, models: tuple[str, ...] = EXAMPLE_MODELS, *, tfserving: tuple[str, ...] = ()
+    ports: StackPorts,
+    models: tuple[str, ...] = EXAMPLE_MODELS,
+    *,
+    tfserving: tuple[str, ...] = (),
+    torchserve: tuple[str, ...] = (),
+    torchserve_key_file: Path | None = None,
 ) -> dict[str, object]:
-    """The gateway configuration that routes `models` to the local JAX runtime and version "tfserving" of
-    each model in `tfserving` to TF Serving."""
+    """The gateway configuration that routes `models` to the local JAX runtime, version "tfserving" of
+    each model in `tfserving` to TF Serving and version "torchserve" of each in `torchserve` to
+    TorchServe (whose inference key the gateway reads from `torchserve_key_file`)."""
     config: dict[str, Any] = {
         "listeners": {
             "rest": {"host": ports.host, "port": ports.gateway_rest},
@@ -173,6 +196,7 @@ def gateway_config(
                 "protocol": "grpc",
                 "endpoints": [f"{ports.host}:{ports.runtime_grpc}"],
                 "timeout_s": 30,
+                "framework": "jax",  # an OIP server: its metrics' framework label would be "oip"
             }
         },
         "routes": [{"model": m, "backend": "jax"} for m in models],
@@ -187,6 +211,18 @@ def gateway_config(
         config["routes"] += [
             {"model": m, "version": TFSERVING_VERSION, "backend": "tfserving", "options": {"version": 1}}
             for m in tfserving
+        ]
+    if torchserve:
+        config["backends"]["torchserve"] = {
+            "kind": "torchserve",
+            "protocol": "grpc",
+            "endpoints": [f"{ports.host}:{ports.torchserve_grpc}"],
+            "timeout_s": 30,
+            "inference_key_file": str(torchserve_key_file or ""),
+        }
+        config["routes"] += [
+            {"model": m, "version": TORCHSERVE_VERSION, "backend": "torchserve", "options": {"version": "1"}}
+            for m in torchserve
         ]
     return config
 
@@ -215,8 +251,11 @@ class LocalStack:
     models: tuple[str, ...] = EXAMPLE_MODELS
     # Start TF Serving too (where TensorFlow is installed), serving the example models among `models`.
     with_tfserving: bool = True
+    # Start TorchServe too (where torch and TorchServe are installed), likewise.
+    with_torchserve: bool = True
     runtime: ManagedProcess | None = None
     tfserving: ManagedProcess | None = None
+    torchserve: TorchServeProcess | None = None
     gateway: ManagedProcess | None = None
 
     @property
@@ -235,6 +274,42 @@ class LocalStack:
     def tfserving_served(self) -> tuple[str, ...]:
         """The models TF Serving serves: the example models (built for TF) among `models`."""
         return tuple(m for m in self.models if m in EXAMPLE_MODELS)
+
+    def _start_torchserve(self) -> TorchServeProcess | None:
+        """TorchServe on the example archives (token authorization on), when torch and TorchServe are
+        installed; else None. Its management and metrics APIs stay on loopback."""
+        from runtimes.torchserve.config import ModelEntry, TorchServeConfig
+        from runtimes.torchserve.launcher import TorchServeProcess, torchserve_command
+
+        served = self.tfserving_served  # the example models, which every framework has
+        if not self.with_torchserve or not served:
+            return None
+        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("ts") is None:
+            print("torch or TorchServe is not installed: the stack runs without TorchServe", flush=True)
+            return None
+        store = self.workdir / "torchserve-models"
+        missing = [m for m in served if not (store / f"{m}.mar").is_file()]
+        if missing:
+            raise RuntimeError(f"TorchServe archives missing under {store}: {', '.join(missing)}")
+        p = self.ports
+        config = TorchServeConfig(
+            model_store=store,
+            models=tuple(ModelEntry(m, f"{m}.mar", batch_size=8, max_batch_delay_ms=2) for m in served),
+            inference_host=p.host,
+            inference_port=p.torchserve_rest,
+            management_port=p.torchserve_management,
+            metrics_port=p.torchserve_metrics,
+            grpc_inference_port=p.torchserve_grpc,
+            grpc_management_port=p.torchserve_grpc_management,
+        )
+        command = torchserve_command(config, self.workdir / "torchserve")
+        process = TorchServeProcess(command, config.inference_url())
+        process.start()
+        if self.echo:
+            print(
+                f"[torchserve] ready in {process.started_in_s:.1f} s; logs in {process.log_path}", flush=True
+            )
+        return process
 
     def _start_tfserving(self) -> ManagedProcess | None:
         """TF Serving on the TF models, when they were built (TensorFlow installed); else None."""
@@ -297,11 +372,16 @@ class LocalStack:
         self.runtime.start(echo=self.echo)
         try:
             self.tfserving = self._start_tfserving()
+            self.torchserve = self._start_torchserve()
         except BaseException:
-            self.runtime.stop()
+            self.stop()
             raise
         config = gateway_config(
-            p, self.models, tfserving=self.tfserving_served if self.tfserving is not None else ()
+            p,
+            self.models,
+            tfserving=self.tfserving_served if self.tfserving is not None else (),
+            torchserve=self.tfserving_served if self.torchserve is not None else (),
+            torchserve_key_file=self.torchserve.command.key_file if self.torchserve is not None else None,
         )
         config["listeners"]["workers"] = self.gateway_workers  # type: ignore[index]
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -318,7 +398,7 @@ class LocalStack:
         return self
 
     def stop(self) -> None:
-        for proc in (self.gateway, self.tfserving, self.runtime):
+        for proc in (self.gateway, self.torchserve, self.tfserving, self.runtime):
             if proc is not None:
                 with contextlib.suppress(Exception):
                     proc.stop()
@@ -342,8 +422,22 @@ _SAMPLE_BODY = (
 _TFS_BODY = '{"instances": [[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]]}'
 
 
-def how_to_call(ports: StackPorts, tfserving: bool = False) -> str:
+def how_to_call(ports: StackPorts, tfserving: bool = False, torchserve: bool = False) -> str:
     rest = f"http://{ports.host}:{ports.gateway_rest}"
+    ts = (
+        f"""  TorchServe      grpc {ports.host}:{ports.torchserve_grpc}  REST http://{ports.host}:{ports.torchserve_rest}
+                  (token authorization on; models as version "{TORCHSERVE_VERSION}" through the gateway)
+"""
+        if torchserve
+        else ""
+    )
+    ts_try = (
+        f"""  curl -s -X POST {rest}/v2/models/transformer/versions/{TORCHSERVE_VERSION}/infer \\
+       -H 'content-type: application/json' -d '{_SAMPLE_BODY}'
+"""
+        if torchserve
+        else ""
+    )
     tfs = (
         f"""  TF Serving      grpc {ports.host}:{ports.tfserving_grpc}  REST http://{ports.host}:{ports.tfserving_rest}
                   (models as version "{TFSERVING_VERSION}" through the gateway)
@@ -366,23 +460,28 @@ The stack is up.
   gateway metrics http://{ports.host}:{ports.gateway_metrics}/metrics
   JAX runtime     http://{ports.host}:{ports.runtime_http}  grpc {ports.host}:{ports.runtime_grpc}  \
 metrics http://{ports.host}:{ports.runtime_metrics}/metrics
-{tfs}
+{tfs}{ts}
 Try:
   curl {rest}/v2/models/transformer
   curl -s -X POST {rest}/v2/models/transformer/infer -H 'content-type: application/json' -d '{_SAMPLE_BODY}'
   .venv/bin/python examples/client_tritonclient.py --url {ports.host}:{ports.gateway_grpc} --protocol grpc
-{tfs_try}
+{tfs_try}{ts_try}
 Ctrl-C stops them all.
 """
 
 
-def run_foreground(workdir: Path, *, tfserving: bool = True) -> int:
+def run_foreground(workdir: Path, *, tfserving: bool = True, torchserve: bool = True) -> int:
     """`gateway up`: start everything on the default ports and wait for Ctrl-C."""
-    stack = LocalStack(workdir=workdir, with_tfserving=tfserving)
+    stack = LocalStack(workdir=workdir, with_tfserving=tfserving, with_torchserve=torchserve)
     try:
         stack.start()
-        print(how_to_call(stack.ports, tfserving=stack.tfserving is not None), flush=True)
-        processes = (stack.runtime, stack.tfserving, stack.gateway)
+        print(
+            how_to_call(
+                stack.ports, tfserving=stack.tfserving is not None, torchserve=stack.torchserve is not None
+            ),
+            flush=True,
+        )
+        processes = (stack.runtime, stack.tfserving, stack.torchserve, stack.gateway)
         while all(p.proc is not None and p.proc.poll() is None for p in processes if p):
             time.sleep(0.5)
         print("a process of the stack exited; stopping", flush=True)

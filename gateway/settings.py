@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -127,7 +127,10 @@ class ListenersSettings(_Settings):
 
 
 class _BackendBase(_Settings):
-    """Fields every backend kind has: where its replicas are and how they are watched."""
+    """Fields every backend kind has: where its replicas are, how they are watched, how they are labelled."""
+
+    # The `framework` label of a backend of this kind whose config does not name one.
+    default_framework: ClassVar[str] = ""
 
     endpoints: list[str] = Field(
         min_length=1,
@@ -151,6 +154,20 @@ class _BackendBase(_Settings):
         ge=0,
         description="How long model metadata fetched for request validation is reused; 0 disables the cache.",
     )
+    framework: str = Field(
+        default="",
+        pattern=r"^[a-z0-9_.-]*$",
+        description=(
+            'The framework label of this backend\'s metrics: jax, tensorflow, pytorch, triton, ...; "" = '
+            "from its kind (tfserving: tensorflow, torchserve: pytorch, v2: oip, an OIP server whose "
+            "framework the config does not say)."
+        ),
+    )
+
+    @property
+    def framework_label(self) -> str:
+        """The `framework` metric label: the configured one, else the one of the backend's kind."""
+        return self.framework or self.default_framework
 
     @field_validator("endpoints")
     @classmethod
@@ -184,6 +201,8 @@ class _WireBackendBase(_BackendBase):
 class V2BackendSettings(_WireBackendBase):
     """A server speaking the Open Inference Protocol (KServe v2): Triton, KServe, MLServer, JAX runtime."""
 
+    default_framework: ClassVar[str] = "oip"
+
     kind: Literal["v2"] = Field(description="Backend kind: the Open Inference Protocol.")
     binary_data: bool = Field(
         default=True,
@@ -196,6 +215,8 @@ class TFServingBackendSettings(_WireBackendBase):
     """TensorFlow Serving (`tensorflow_model_server`, or the project's runtime of its API): gRPC
     PredictionService and ModelService, or its REST API (`/v1/models/...`)."""
 
+    default_framework: ClassVar[str] = "tensorflow"
+
     kind: Literal["tfserving"] = Field(description="Backend kind: TensorFlow Serving.")
 
 
@@ -203,6 +224,8 @@ class TorchServeBackendSettings(_WireBackendBase):
     """TorchServe (0.12) serving models packaged with the project's handler (`runtimes/torchserve`): gRPC
     `InferenceAPIsService`, or its REST `/predictions` API. With token authorization on (TorchServe's
     default) requests carry the inference key, from `inference_key_file` or `inference_key`."""
+
+    default_framework: ClassVar[str] = "pytorch"
 
     kind: Literal["torchserve"] = Field(description="Backend kind: TorchServe.")
     inference_key_file: str = Field(

@@ -135,8 +135,8 @@ class RequestContext:
 
     `deadline` is an absolute `time.monotonic()` value or None; `received_at` the `time.monotonic()` at
     which the listener had the request whole, before decoding, so the gateway's own time counts the
-    listener's decoding too. The DataPlane fills `model_label` / `version_label` with the bounded
-    metric labels it resolved.
+    listener's decoding too. The DataPlane fills `model_label` / `version_label` / `framework_label`
+    with the bounded metric labels it resolved.
     """
 
     protocol: str
@@ -144,6 +144,7 @@ class RequestContext:
     received_at: float | None = None
     model_label: str = ""
     version_label: str = ""
+    framework_label: str = ""
 
     def cancelled_code(self, now: float) -> ErrorCode:
         """What a cancelled call counts as: gRPC cancels the handler when the call's deadline passes, and

@@ -44,6 +44,8 @@ class Cluster:
         metadata_ttl_s: How long the DataPlane may reuse model metadata fetched from this backend.
         balancer: Picks the endpoint of each call; power of two choices by default.
         metrics: Where `gateway_backend_up` is recorded; nothing is recorded when None.
+        framework: The backend's `framework` metric label (the DataPlane's per-request metrics carry it
+            too); "" when unknown.
     """
 
     def __init__(
@@ -58,10 +60,12 @@ class Cluster:
         metadata_ttl_s: float = 30.0,
         balancer: Balancer | None = None,
         metrics: GatewayMetrics | None = None,
+        framework: str = "",
     ) -> None:
         if not endpoints:
             raise ValueError(f"cluster '{name}' has no endpoints")
         self.name = name
+        self.framework = framework
         self.backend = backend
         self.endpoints = tuple(Endpoint(address) for address in endpoints)
         self.timeout_s = timeout_s
@@ -93,7 +97,7 @@ class Cluster:
                 log.warning("backend '%s' endpoint %s is down", self.name, endpoint.address)
         endpoint.healthy = up
         if self._metrics is not None:
-            self._metrics.set_backend_up(self.name, endpoint.address, up)
+            self._metrics.set_backend_up(self.name, endpoint.address, up, framework=self.framework)
 
     def eject(self, endpoint: Endpoint) -> None:
         """Take an endpoint that just failed a call out of rotation, unless it is the last healthy one."""

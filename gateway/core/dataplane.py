@@ -188,7 +188,8 @@ class DataPlane:
         (no copy on the hot path) and restored afterwards.
 
         The deadline is the earlier of the client's (`context.deadline`) and now plus the backend's
-        `timeout_s`. `context.model_label` / `version_label` are set to the bounded metric labels.
+        `timeout_s`. `context.model_label` / `version_label` / `framework_label` are set to the bounded
+        metric labels.
 
         Raises:
             ModelNotFound: No route takes the model.
@@ -202,14 +203,15 @@ class DataPlane:
         protocol = context.protocol
         in_flight = self._metrics.in_flight_gauge(protocol)
         in_flight.inc()
-        model, version, backend, code = UNKNOWN_MODEL, "", "", OK
+        model, version, backend, framework, code = UNKNOWN_MODEL, "", "", "", OK
         backend_s: float | None = None
         context.model_label = UNKNOWN_MODEL
         try:
             route = self._router.match(request.model_name, request.model_version)
             model, version, backend = route.model, route.version, route.backend
-            context.model_label, context.version_label = model, version
             cluster = self._clusters[backend]
+            framework = cluster.framework
+            context.model_label, context.version_label, context.framework_label = model, version, framework
             deadline = start + cluster.timeout_s
             if context.deadline is not None and context.deadline < deadline:
                 deadline = context.deadline
@@ -258,6 +260,7 @@ class DataPlane:
                 model=model,
                 version=version,
                 backend=backend,
+                framework=framework,
                 protocol=protocol,
                 code=code,
                 total_s=self._clock() - received,
@@ -314,18 +317,25 @@ class DataPlane:
         try:
             route = self._router.match(model, "")
         except GatewayError:
-            label, version, backend = UNKNOWN_MODEL, "", ""
+            label, version, backend, framework = UNKNOWN_MODEL, "", "", ""
         else:
             label, version, backend = route.model, route.version, route.backend
-        context.model_label, context.version_label = label, version
+            framework = self._clusters[backend].framework
+        context.model_label, context.version_label, context.framework_label = label, version, framework
         self._metrics.observe_rejected(
-            model=label, version=version, backend=backend, protocol=context.protocol, code=error.code.name
+            model=label,
+            version=version,
+            backend=backend,
+            framework=framework,
+            protocol=context.protocol,
+            code=error.code.name,
         )
 
     def observe_transfer(self, context: RequestContext, bytes_in: int, bytes_out: int) -> None:
-        """Count one request's wire sizes under the model label `infer` resolved."""
+        """Count one request's wire sizes under the model and framework labels `infer` resolved."""
         self._metrics.observe_transfer(
             model=context.model_label or UNKNOWN_MODEL,
+            framework=context.framework_label,
             protocol=context.protocol,
             bytes_in=bytes_in,
             bytes_out=bytes_out,

@@ -1,10 +1,12 @@
 """Every metric the gateway exports, defined once (`gateway.metrics.specs`), in a registry of its own.
 
 Labels are bounded by configuration: `model` is a configured route's model name (or `_unknown`),
-`version` is a configured route version (or ""), `backend` a configured backend name, `protocol` the
-listener ("rest", "grpc"; TF Serving's API on them: "tfserving_rest", "tfserving_grpc"), `code` an
-`ErrorCode` name or "OK". Nothing a client sends verbatim becomes a label, so a scanner probing model
-names cannot blow up the series count.
+`version` is a configured route version (or ""), `backend` a configured backend name, `framework` that
+backend's framework (`framework` in its settings, else one per kind: "tensorflow", "pytorch", "oip"), so
+one model served by several frameworks can be compared side by side, `protocol` the listener ("rest",
+"grpc"; TF Serving's API on them: "tfserving_rest", "tfserving_grpc"), `code` an `ErrorCode` name or
+"OK". A request no route took has backend and framework "". Nothing a client sends verbatim becomes a
+label, so a scanner probing model names cannot blow up the series count.
 
 Per-request metrics go to one of two recorders with the same exposition. In one process,
 `gateway.metrics.local` keeps them in plain Python and builds the families at scrape time (a tenth of
@@ -97,15 +99,15 @@ class GatewayMetrics:
         self.backend_up = Gauge(
             "gateway_backend_up",
             "1 when the endpoint's last readiness probe succeeded, else 0.",
-            ["backend", "endpoint"],
+            ["backend", "framework", "endpoint"],
             registry=self.registry,
             # With several workers, each probes on its own: the endpoint counts as up if any sees it up.
             multiprocess_mode="livemax",
         )
         self._requests: dict[tuple[str, ...], Counting] = {}
-        self._durations: dict[tuple[str, str, str], tuple[Observing, Observing, Observing]] = {}
+        self._durations: dict[tuple[str, str, str, str], tuple[Observing, Observing, Observing]] = {}
         self._in_flight: dict[str, Counting] = {}
-        self._bytes: dict[tuple[str, str], tuple[Counting, Counting]] = {}
+        self._bytes: dict[tuple[str, str, str], tuple[Counting, Counting]] = {}
 
     def in_flight_gauge(self, protocol: str) -> Counting:
         """The `gateway_requests_in_flight` child of a listener protocol."""
@@ -120,6 +122,7 @@ class GatewayMetrics:
         model: str,
         version: str,
         backend: str,
+        framework: str,
         protocol: str,
         code: str,
         total_s: float,
@@ -131,19 +134,20 @@ class GatewayMetrics:
             model: The bounded model label (`UNKNOWN_MODEL` when no route matched).
             version: The configured route version, or "".
             backend: The backend label, "" when the request never reached routing's end.
+            framework: The backend's framework label, "" with the backend's.
             protocol: The listener's protocol.
             code: `OK` or the `ErrorCode` name of the failure.
             total_s: Seconds the whole request took in the DataPlane.
             backend_s: Seconds of the backend round trip; None when no backend call was made.
         """
-        self._count(model, version, backend, protocol, code)
-        dkey = (model, backend, protocol)
+        self._count(model, version, backend, framework, protocol, code)
+        dkey = (model, backend, framework, protocol)
         children = self._durations.get(dkey)
         if children is None:
             histogram = self._recorder.histogram
             children = self._durations[dkey] = (
                 histogram(REQUEST_DURATION, dkey),
-                histogram(BACKEND_DURATION, (model, backend)),
+                histogram(BACKEND_DURATION, (model, backend, framework)),
                 histogram(OVERHEAD_DURATION, dkey),
             )
         total, upstream, overhead = children
@@ -152,9 +156,11 @@ class GatewayMetrics:
             upstream.observe(backend_s)
             overhead.observe(max(total_s - backend_s, 0.0))
 
-    def observe_rejected(self, *, model: str, version: str, backend: str, protocol: str, code: str) -> None:
+    def observe_rejected(
+        self, *, model: str, version: str, backend: str, framework: str, protocol: str, code: str
+    ) -> None:
         """Count a request a listener refused before it reached the DataPlane (no latency to record)."""
-        self._count(model, version, backend, protocol, code)
+        self._count(model, version, backend, framework, protocol, code)
 
     def _count(self, *key: str) -> None:
         counter = self._requests.get(key)
@@ -162,9 +168,11 @@ class GatewayMetrics:
             counter = self._requests[key] = self._recorder.value(REQUESTS, key)
         counter.inc()
 
-    def observe_transfer(self, *, model: str, protocol: str, bytes_in: int, bytes_out: int) -> None:
+    def observe_transfer(
+        self, *, model: str, framework: str, protocol: str, bytes_in: int, bytes_out: int
+    ) -> None:
         """Add one request's wire sizes to the byte counters."""
-        key = (model, protocol)
+        key = (model, framework, protocol)
         children = self._bytes.get(key)
         if children is None:
             children = self._bytes[key] = (
@@ -176,9 +184,9 @@ class GatewayMetrics:
         if bytes_out > 0:
             children[1].inc(bytes_out)
 
-    def set_backend_up(self, backend: str, endpoint: str, up: bool) -> None:
+    def set_backend_up(self, backend: str, endpoint: str, up: bool, *, framework: str) -> None:
         """Record the outcome of an endpoint's readiness probe (not per request: no cache needed)."""
-        self.backend_up.labels(backend, endpoint).set(1.0 if up else 0.0)
+        self.backend_up.labels(backend, framework, endpoint).set(1.0 if up else 0.0)
 
 
 class _SharedRecorder:

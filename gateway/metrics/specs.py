@@ -32,21 +32,21 @@ REQUESTS: Final = MetricSpec(
     "counter",
     "gateway_requests_total",
     "Inference requests answered, by outcome (code is an ErrorCode name or OK).",
-    ("model", "version", "backend", "protocol", "code"),
+    ("model", "version", "backend", "framework", "protocol", "code"),
 )
 REQUEST_DURATION: Final = MetricSpec(
     "histogram",
     "gateway_request_duration_seconds",
     "Whole inference request inside the gateway, from the listener having the request (before"
     " decoding it) to the DataPlane's answer; encoding the response is not included.",
-    ("model", "backend", "protocol"),
+    ("model", "backend", "framework", "protocol"),
     LATENCY_BUCKETS,
 )
 BACKEND_DURATION: Final = MetricSpec(
     "histogram",
     "gateway_backend_duration_seconds",
     "Round trip of one inference call to a backend, encoding and decoding included.",
-    ("model", "backend"),
+    ("model", "backend", "framework"),
     LATENCY_BUCKETS,
 )
 OVERHEAD_DURATION: Final = MetricSpec(
@@ -54,23 +54,27 @@ OVERHEAD_DURATION: Final = MetricSpec(
     "gateway_overhead_duration_seconds",
     "The gateway's own share of a request (decoding, routing, validation): whole request minus"
     " the backend round trip.",
-    ("model", "backend", "protocol"),
+    ("model", "backend", "framework", "protocol"),
     OVERHEAD_BUCKETS,
 )
 IN_FLIGHT: Final = MetricSpec(
-    "gauge", "gateway_requests_in_flight", "Inference requests being processed.", ("protocol",)
+    "gauge",
+    "gateway_requests_in_flight",
+    "Inference requests being processed, by listener protocol only: a request is counted before its"
+    " route (and so its model, backend and framework) is known.",
+    ("protocol",),
 )
 REQUEST_BYTES: Final = MetricSpec(
     "counter",
     "gateway_request_bytes_total",
     "Bytes of inference requests as received on the wire.",
-    ("model", "protocol"),
+    ("model", "framework", "protocol"),
 )
 RESPONSE_BYTES: Final = MetricSpec(
     "counter",
     "gateway_response_bytes_total",
     "Bytes of inference responses as sent on the wire.",
-    ("model", "protocol"),
+    ("model", "framework", "protocol"),
 )
 
 PER_REQUEST: Final = (

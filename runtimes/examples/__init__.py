@@ -2,7 +2,7 @@
 
 The JAX runtime's and TF Serving's example models are built from these definitions and the same weight
 files, so the two frameworks serve the same function and their answers can be compared. Nothing here
-imports JAX or TensorFlow: `python -m runtimes.examples WORKDIR` builds both frameworks' models, each
+imports JAX or TensorFlow: `python -m runtimes.examples WORKDIR` builds every framework's models, each
 exporter in a process of its own.
 """
 

@@ -1,4 +1,4 @@
-"""`python -m runtimes.examples WORKDIR`: the example models for JAX and TF Serving, one weight set."""
+"""`python -m runtimes.examples WORKDIR`: the example models for JAX, TF Serving and TorchServe."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`build_examples`: every example model for every framework installed, from one set of weight files.
+"""`build_examples`: every example model for every framework installed (JAX, TF Serving, TorchServe),
+from one set of weight files.
 
 The weights are written once under `<workdir>/weights/`; then each framework's exporter runs in a
 process of its own and reads them, so this module (and the gateway, which calls it through
@@ -35,11 +36,15 @@ class Framework:
     requires: str  # the top-level package that must be importable to run it
     module: str  # `python -m <module> <args...> DIRECTORY --version N --weights WEIGHTS`
     args: tuple[str, ...]
+    # What one model's export is, under the directory: a version directory, or TorchServe's archive
+    # (which records its version inside).
+    artifact: str = "{name}/{version}"
 
 
 FRAMEWORKS: Final = (
     Framework("jax", "models", "jax", "runtimes.jax", ("export-examples",)),
     Framework("tfserving", "tfserving-models", "tensorflow", "runtimes.tfserving.examples", ()),
+    Framework("torchserve", "torchserve-models", "torch", "runtimes.torchserve.examples", (), "{name}.mar"),
 )
 
 
@@ -81,8 +86,8 @@ def build_examples(
     failed = []
     for framework in frameworks:
         target = workdir / framework.directory
-        paths = {name: target / name / str(version) for name in SPECS}
-        if not force and all(path.is_dir() for path in paths.values()):
+        paths = {name: target / framework.artifact.format(name=name, version=version) for name in SPECS}
+        if not force and all(path.exists() for path in paths.values()):
             for name, path in paths.items():
                 print(progress_line(framework.name, name, None, path), file=sys.stderr, flush=True)
             continue

@@ -43,7 +43,8 @@ def _tokens_input() -> grpcclient.InferInput:
 
 
 def test_gateway_counters_move(stack: LocalStack, gateway_grpc: str, gateway_http: str) -> None:
-    """N successful gRPC calls add N to the request counter and latency histograms of that model."""
+    """N successful gRPC calls add N to the request counter and latency histograms of that model, under
+    the JAX runtime backend's framework label ("jax"); an unrouted request counts under framework ""."""
     metrics_url = f"{stack.ports.host}:{stack.ports.gateway_metrics}"
     before = _samples(metrics_url)
     client = grpcclient.InferenceServerClient(url=gateway_grpc)
@@ -59,17 +60,45 @@ def test_gateway_counters_move(stack: LocalStack, gateway_grpc: str, gateway_htt
     def delta(name: str, **labels: str) -> float:
         return _value(after, name, **labels) - _value(before, name, **labels)
 
-    ok = {"model": "transformer", "protocol": "grpc", "code": "OK"}
-    assert delta("gateway_requests_total", **ok) == 5
-    assert delta("gateway_request_duration_seconds_count", model="transformer", protocol="grpc") == 5
-    assert delta("gateway_backend_duration_seconds_count", model="transformer") == 5
-    assert delta("gateway_request_bytes_total", model="transformer", protocol="grpc") > 0
-    assert delta("gateway_response_bytes_total", model="transformer", protocol="grpc") > 0
+    jax = {"model": "transformer", "backend": "jax", "framework": "jax"}
+    assert delta("gateway_requests_total", **jax, protocol="grpc", code="OK") == 5
+    assert delta("gateway_request_duration_seconds_count", **jax, protocol="grpc") == 5
+    assert delta("gateway_backend_duration_seconds_count", **jax) == 5
+    bytes_labels = {"model": "transformer", "framework": "jax", "protocol": "grpc"}
+    assert delta("gateway_request_bytes_total", **bytes_labels) > 0
+    assert delta("gateway_response_bytes_total", **bytes_labels) > 0
     # A request the listener could not decode is counted too, under its routed model.
-    assert delta("gateway_requests_total", model="transformer", protocol="rest", code="INVALID_ARGUMENT") == 1
+    assert delta("gateway_requests_total", **jax, protocol="rest", code="INVALID_ARGUMENT") == 1
     # The unknown model is counted under a bounded label, never under its own name.
-    assert delta("gateway_requests_total", model="_unknown", code="NOT_FOUND") == 1
+    assert delta("gateway_requests_total", model="_unknown", backend="", framework="", code="NOT_FOUND") == 1
+    assert _value(after, "gateway_backend_up", backend="jax", framework="jax") >= 1
     assert not any(dict(labels).get("model") == "some-unknown-model" for _, labels in after)
+
+
+def test_one_model_on_two_frameworks(stack: LocalStack, gateway_grpc: str) -> None:
+    """The same model through the JAX runtime and through TF Serving (its "tfserving" version) counts
+    under one model label and two framework labels, what the framework comparison rules aggregate by."""
+    if stack.tfserving is None:
+        pytest.skip("the stack runs without TF Serving (TensorFlow is not installed)")
+    metrics_url = f"{stack.ports.host}:{stack.ports.gateway_metrics}"
+    before = _samples(metrics_url)
+    client = grpcclient.InferenceServerClient(url=gateway_grpc)
+    for version in ("", "tfserving", "tfserving"):
+        client.infer("transformer", [_tokens_input()], model_version=version)
+    client.close()
+    after = _samples(metrics_url)
+
+    def delta(name: str, **labels: str) -> float:
+        return _value(after, name, model="transformer", **labels) - _value(
+            before, name, model="transformer", **labels
+        )
+
+    assert delta("gateway_requests_total", framework="jax", backend="jax", code="OK") == 1
+    tf = {"framework": "tensorflow", "backend": "tfserving"}
+    assert delta("gateway_requests_total", **tf, version="tfserving", code="OK") == 2
+    assert delta("gateway_backend_duration_seconds_count", **tf) == 2
+    assert delta("gateway_request_bytes_total", framework="tensorflow") > 0
+    assert _value(after, "gateway_backend_up", **tf) >= 1
 
 
 def test_runtime_metrics_move(stack: LocalStack, runtime_grpc: str) -> None:

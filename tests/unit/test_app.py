@@ -68,15 +68,12 @@ async def test_run_serves_rest_grpc_metrics_and_stops_gracefully() -> None:
 
         async with httpx.AsyncClient(trust_env=False) as http:
             text = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
-        assert (
-            'gateway_requests_total{backend="jax",code="OK",model="cnn",protocol="rest",version=""} 1.0'
-            in text
-        )
-        assert (
-            'gateway_requests_total{backend="jax",code="OK",model="cnn",protocol="grpc",version=""} 1.0'
-            in text
-        )
-        assert f'gateway_backend_up{{backend="jax",endpoint="{backend_address}"}} 1.0' in text
+        # A v2 backend whose config names no framework is labelled "oip".
+        labels = 'backend="jax",code="OK",framework="oip",model="cnn"'
+        assert f'gateway_requests_total{{{labels},protocol="rest",version=""}} 1.0' in text
+        assert f'gateway_requests_total{{{labels},protocol="grpc",version=""}} 1.0' in text
+        up = f'gateway_backend_up{{backend="jax",endpoint="{backend_address}",framework="oip"}} 1.0'
+        assert up in text
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)

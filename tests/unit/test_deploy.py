@@ -6,6 +6,7 @@ missing; the dashboard, rule and Dockerfile checks below them always run.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -52,6 +53,23 @@ _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\
 _IDENTIFIER = re.compile(r"(?<![\w.:])[a-zA-Z_:][a-zA-Z0-9_:]*")
 _KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan", "group_left", "group_right"}
 _LABEL_VALUES = re.compile(r"label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*,")
+_BY = re.compile(r"\bby\s*\(([^)]*)\)")
+
+# The framework comparison (one model on several frameworks): recording rules by (model, framework).
+FRAMEWORK_RECORDS = [
+    "model_framework:gateway_requests:rate1m",
+    "model_framework:gateway_requests:error_ratio_rate5m",
+    "model_framework:gateway_requests:server_error_ratio_rate5m",
+    *(
+        f"model_framework:{metric}{operation}"
+        for metric in (
+            "gateway_request_duration_seconds",
+            "gateway_backend_duration_seconds",
+            "gateway_overhead_duration_seconds",
+        )
+        for operation in ("_bucket:rate1m", ":p50", ":p99")
+    ),
+]
 
 
 def metric_names(expr: str) -> set[str]:
@@ -199,6 +217,33 @@ def test_recording_rules_follow_the_naming_convention() -> None:
         assert re.fullmatch(r"[a-z_]+:[a-z_]+:[a-z0-9_]+", name), name
 
 
+def test_aggregations_keep_the_framework() -> None:
+    """Every aggregation that keeps `backend` keeps `framework` too (one backend has one framework, so it
+    costs no series), and the framework comparison aggregates by (model, framework)."""
+    for group in yaml.safe_load((PROMETHEUS / "rules.yml").read_text())["groups"]:
+        for rule in group["rules"]:
+            for labels in _BY.findall(rule["expr"]):
+                kept = {label.strip() for label in labels.split(",")}
+                name = rule.get("record") or rule.get("alert")
+                assert "backend" not in kept or "framework" in kept, f"{name}: by ({labels})"
+                if group["name"] == "gateway-frameworks":
+                    assert kept - {"le"} == {"model", "framework"}, f"{name}: by ({labels})"
+
+
+def test_framework_records_are_unit_tested() -> None:
+    """rules_test.yml checks every record of the framework comparison, on one model with two frameworks."""
+    tests = yaml.safe_load((PROMETHEUS / "rules_test.yml").read_text())["tests"]
+    checked: dict[str, set[str]] = {}
+    for case in tests:
+        for expr_test in case.get("promql_expr_test", []):
+            for sample in expr_test["exp_samples"]:
+                frameworks = re.findall(r'framework="([^"]*)"', sample["labels"])
+                checked.setdefault(expr_test["expr"], set()).update(frameworks)
+    for record in FRAMEWORK_RECORDS:
+        if not record.endswith("_bucket:rate1m"):
+            assert len(checked.get(record, set())) >= 2, f"{record}: not tested with two frameworks"
+
+
 def test_required_rules_exist() -> None:
     """rules.yml records p50/p99 of latency, overhead and backend latency, an error ratio; has the alerts."""
     records = set(_recording_rules())
@@ -210,6 +255,7 @@ def test_required_rules_exist() -> None:
         "model_backend:gateway_backend_duration_seconds:p99",
     } <= records
     assert any("error_ratio" in name for name in records)
+    assert set(FRAMEWORK_RECORDS) <= records
     alerts = {rule["alert"] for rule in _rules() if "alert" in rule}
     assert {"GatewayBackendDown", "GatewayHighErrorRatio", "GatewayHighOverheadP99"} <= alerts
     for rule in _rules():
@@ -265,6 +311,41 @@ def test_dashboard_panels_are_well_formed() -> None:
         for expr in (target["expr"] for target in panel["targets"]):
             used = set(re.findall(r"\$(\w+)", expr)) - {"__rate_interval", "__interval", "__range"}
             assert used <= variables, f"{panel['title']}: undefined variables {used - variables}"
+
+
+def test_dashboard_compares_frameworks_for_one_model() -> None:
+    """The "Framework comparison" row shows one model (a single-valued variable of the models the
+    comparison records have) with one series per framework: request rate, request and backend p50/p99,
+    error ratio and overhead p99, all from the (model, framework) recording rules."""
+    dashboard = _dashboard()
+    variable = next(v for v in dashboard["templating"]["list"] if v["name"] == "compare_model")
+    assert not variable["multi"] and not variable["includeAll"]
+    assert variable["query"]["query"] == "label_values(model_framework:gateway_requests:rate1m, model)"
+    panels = dashboard["panels"]
+    start = next(
+        i for i, p in enumerate(panels) if p["type"] == "row" and p["title"] == "Framework comparison"
+    )
+    row = list(itertools.takewhile(lambda p: p["type"] != "row", panels[start + 1 :]))
+    shown = set()
+    for panel in row:
+        for target in panel["targets"]:
+            names = metric_names(target["expr"])
+            assert len(names) == 1 and names <= set(FRAMEWORK_RECORDS), f"{panel['title']}: {target['expr']}"
+            assert 'model="$compare_model"' in target["expr"], f"{panel['title']}: {target['expr']}"
+            assert "{{framework}}" in target["legendFormat"] and "{{backend}}" not in target["legendFormat"]
+            shown |= names
+    records = "model_framework:gateway_{}"
+    assert {
+        records.format("requests:rate1m"),
+        records.format("request_duration_seconds:p50"),
+        records.format("request_duration_seconds:p99"),
+        records.format("backend_duration_seconds:p50"),
+        records.format("backend_duration_seconds:p99"),
+        records.format("requests:error_ratio_rate5m"),
+        records.format("overhead_duration_seconds:p99"),
+    } <= shown
+    tops = [p["gridPos"]["y"] for p in panels]
+    assert tops == sorted(tops), "panels are listed top to bottom"
 
 
 # --- Dockerfiles --------------------------------------------------------------------------------------------

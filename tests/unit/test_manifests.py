@@ -48,6 +48,7 @@ CONFIG_SHAPE: Any = {
             "endpoints": [str],
             "timeout_s": NUMBER,
             "health_check_interval_s": NUMBER,
+            "framework": str,
         }
     },
     "routes": [{"model": str, "version": str, "backend": str, "options": {"version": int}}],

@@ -6,6 +6,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from gateway.metrics import LATENCY_BUCKETS, GatewayMetrics
+from gateway.metrics.specs import IN_FLIGHT, PER_REQUEST, REQUEST_BYTES, RESPONSE_BYTES
 
 
 def _record(metrics: GatewayMetrics) -> None:
@@ -24,6 +25,7 @@ def _record(metrics: GatewayMetrics) -> None:
             model="cnn",
             version="",
             backend="jax",
+            framework="jax",
             protocol=protocol,
             code="OK",
             total_s=total_s,
@@ -33,16 +35,19 @@ def _record(metrics: GatewayMetrics) -> None:
         model="_unknown",
         version="",
         backend="",
+        framework="",
         protocol="rest",
         code="NOT_FOUND",
         total_s=0.0003,
         backend_s=None,
     )
-    metrics.observe_rejected(model="cnn", version="", backend="jax", protocol="grpc", code="INVALID_ARGUMENT")
-    metrics.observe_transfer(model="cnn", protocol="grpc", bytes_in=6300, bytes_out=120)
-    metrics.observe_transfer(model="cnn", protocol="grpc", bytes_in=6300, bytes_out=0)
-    metrics.observe_transfer(model="_unknown", protocol="rest", bytes_in=0, bytes_out=40)
-    metrics.set_backend_up("jax", "a:1", True)
+    metrics.observe_rejected(
+        model="cnn", version="", backend="jax", framework="jax", protocol="grpc", code="INVALID_ARGUMENT"
+    )
+    metrics.observe_transfer(model="cnn", framework="jax", protocol="grpc", bytes_in=6300, bytes_out=120)
+    metrics.observe_transfer(model="cnn", framework="jax", protocol="grpc", bytes_in=6300, bytes_out=0)
+    metrics.observe_transfer(model="_unknown", framework="", protocol="rest", bytes_in=0, bytes_out=40)
+    metrics.set_backend_up("jax", "a:1", True, framework="jax")
 
 
 def _exposition(metrics: GatewayMetrics) -> list[str]:
@@ -66,24 +71,32 @@ def test_values_read_back(multiprocess: bool) -> None:
     metrics = GatewayMetrics(multiprocess=multiprocess)
     _record(metrics)
     get = metrics.registry.get_sample_value
-    labels = {"model": "cnn", "backend": "jax", "protocol": "grpc"}
-    assert (
-        get(
-            "gateway_requests_total",
-            {"model": "cnn", "version": "", "backend": "jax", "protocol": "grpc", "code": "OK"},
-        )
-        == 3
-    )
+    upstream = {"model": "cnn", "backend": "jax", "framework": "jax"}
+    labels = {**upstream, "protocol": "grpc"}
+    assert get("gateway_requests_total", {**labels, "version": "", "code": "OK"}) == 3
+    assert get("gateway_requests_total", {**labels, "version": "", "code": "INVALID_ARGUMENT"}) == 1
+    unrouted = {"model": "_unknown", "version": "", "backend": "", "framework": "", "protocol": "rest"}
+    assert get("gateway_requests_total", {**unrouted, "code": "NOT_FOUND"}) == 1
     assert get("gateway_request_duration_seconds_bucket", {**labels, "le": "0.0001"}) == 1
     assert get("gateway_request_duration_seconds_count", labels) == 3
-    assert get("gateway_backend_duration_seconds_count", {"model": "cnn", "backend": "jax"}) == 4
-    assert (
-        get(
-            "gateway_backend_duration_seconds_bucket",
-            {"model": "cnn", "backend": "jax", "le": str(LATENCY_BUCKETS[-1])},
-        )
-        == 3
-    )
+    assert get("gateway_backend_duration_seconds_count", upstream) == 4
+    assert get("gateway_backend_duration_seconds_bucket", {**upstream, "le": str(LATENCY_BUCKETS[-1])}) == 3
     assert get("gateway_overhead_duration_seconds_sum", labels) == pytest.approx(0.0003 + 0.00005)
     assert get("gateway_requests_in_flight", {"protocol": "grpc"}) == 1
-    assert get("gateway_request_bytes_total", {"model": "cnn", "protocol": "grpc"}) == 12600
+    assert (
+        get("gateway_request_bytes_total", {"model": "cnn", "framework": "jax", "protocol": "grpc"}) == 12600
+    )
+    assert (
+        get("gateway_response_bytes_total", {"model": "_unknown", "framework": "", "protocol": "rest"}) == 40
+    )
+    assert get("gateway_backend_up", {"backend": "jax", "framework": "jax", "endpoint": "a:1"}) == 1
+
+
+def test_every_backend_label_comes_with_the_framework() -> None:
+    """A per-request metric labelled by backend is labelled by its framework too (and gateway_backend_up,
+    read back above), so frameworks can be compared; the in-flight gauge is by protocol only (counted
+    before the route, and so the backend, is known)."""
+    for spec in PER_REQUEST:
+        assert ("backend" in spec.labels) <= ("framework" in spec.labels), spec.name
+    assert all("framework" in spec.labels for spec in (REQUEST_BYTES, RESPONSE_BYTES))
+    assert IN_FLIGHT.labels == ("protocol",)

@@ -29,3 +29,4 @@ def test_readme_config_reference_loads(tmp_path: Path) -> None:
         TFServingRouteOptions(signature_name="serving_default", version_label="canary"),
     )
     assert settings.backends["jax"].metadata_ttl_s == 30
+    assert [b.framework_label for b in settings.backends.values()] == ["jax", "tensorflow"]

@@ -62,6 +62,22 @@ def test_valid_file_loads_with_defaults(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("backend", "label"),
+    [
+        ("{kind: v2, endpoints: ['h:1']}", "oip"),
+        ("{kind: tfserving, endpoints: ['h:1']}", "tensorflow"),
+        ("{kind: torchserve, endpoints: ['h:1']}", "pytorch"),
+        ("{kind: v2, endpoints: ['h:1'], framework: jax}", "jax"),
+        ("{kind: tfserving, endpoints: ['h:1'], framework: tensorflow-2.17}", "tensorflow-2.17"),
+    ],
+)
+def test_framework_label_is_configured_or_the_kinds(tmp_path: Path, backend: str, label: str) -> None:
+    """A backend's metrics' framework label is its `framework`, else its kind's (an OIP server's: "oip")."""
+    settings = load_settings(write(tmp_path, f"backends: {{b: {backend}}}\n"), {})
+    assert settings.backends["b"].framework_label == label
+
+
 def test_minimal_file_gets_default_listeners(tmp_path: Path) -> None:
     """Only backends are required; listeners default to ports 8000/8001/8002."""
     settings = load_settings(write(tmp_path, "backends: {jax: {kind: v2, endpoints: ['h:1']}}\n"), {})
@@ -125,6 +141,11 @@ def test_listener_given_in_part_keeps_its_default_port(tmp_path: Path) -> None:
             "endpoints: []",
             "backends.jax.endpoints:",
         ),
+        (
+            "    timeout_s: 5\n",
+            "    timeout_s: 5\n    framework: JAX 0.4\n",
+            "backends.jax.framework: String",
+        ),
     ],
     ids=[
         "unknown-listener-key",
@@ -137,6 +158,7 @@ def test_listener_given_in_part_keeps_its_default_port(tmp_path: Path) -> None:
         "unknown-kind",
         "bad-protocol",
         "no-endpoints",
+        "framework-label",
     ],
 )
 def test_invalid_file_names_the_key(tmp_path: Path, old: str, new: str, expected: str) -> None:

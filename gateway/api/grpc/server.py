@@ -1,5 +1,5 @@
-"""Start the gRPC listener: the OIP service (and optionally TF Serving's), `grpc.health.v1` and server
-reflection on one port."""
+"""Start the gRPC listener: the OIP service (and optionally TF Serving's and TorchServe's), `grpc.health.v1`
+and server reflection on one port."""
 
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ from gateway.api.admission import InFlightLimit
 from gateway.api.grpc.servicer import SERVICE_NAME, InferenceServicer, add_inference_service
 from gateway.api.grpc.tfserving import SERVICE_NAMES as TFSERVING_SERVICES
 from gateway.api.grpc.tfserving import TFServingServicer, add_tfserving_services
+from gateway.api.grpc.torchserve import SERVICE_NAME as TORCHSERVE_SERVICE
+from gateway.api.grpc.torchserve import TorchServeServicer, add_torchserve_service
 from gateway.proto import inference_pb2
 from gateway.proto.tfserving.tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
+from gateway.proto.torchserve import inference_pb2 as torchserve_pb2
 from gateway.server import InferenceServer
 
 log = logging.getLogger(__name__)
@@ -40,13 +43,15 @@ class GrpcListener:
     health_task: asyncio.Task[None]
 
 
-def _reflection_pool(tfserving: bool) -> descriptor_pool.DescriptorPool:
+def _reflection_pool(tfserving: bool, torchserve: bool = False) -> descriptor_pool.DescriptorPool:
     """A pool holding every service we expose; ours live in private pools (see scripts/gen_proto.py)."""
     pool = descriptor_pool.DescriptorPool()
     added: set[str] = set()
     modules = [inference_pb2, health_pb2, reflection_pb2]
     if tfserving:
         modules += [prediction_service_pb2, model_service_pb2]
+    if torchserve:
+        modules.append(torchserve_pb2)
     for module in modules:
         _add_file(pool, module.DESCRIPTOR, added)
     return pool
@@ -89,6 +94,7 @@ async def start_grpc_server(
     max_connection_age_s: float = DEFAULT_MAX_CONNECTION_AGE_S,
     limit: InFlightLimit | None = None,
     tfserving: bool = False,
+    torchserve: bool = False,
 ) -> GrpcListener:
     """Start a grpc.aio server for `server`; `stop_grpc_server` stops it.
 
@@ -101,7 +107,8 @@ async def start_grpc_server(
     `MAX_CONNECTION_AGE_GRACE_S` to finish; a stream still open then is cut. Inference requests (calls
     and stream messages) that `limit` refuses get RESOURCE_EXHAUSTED; health and metadata calls do not
     count. `tfserving` adds TF Serving's PredictionService and ModelService
-    (`gateway.api.grpc.tfserving`), under the same limits.
+    (`gateway.api.grpc.tfserving`), `torchserve` TorchServe's InferenceAPIsService
+    (`gateway.api.grpc.torchserve`), under the same limits.
     """
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -122,12 +129,15 @@ async def start_grpc_server(
     if tfserving:
         add_tfserving_services(TFServingServicer(server, limit=limit), grpc_server)
         services += TFSERVING_SERVICES
+    if torchserve:
+        add_torchserve_service(TorchServeServicer(server, limit=limit), grpc_server)
+        services += (TORCHSERVE_SERVICE,)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     reflection.enable_server_reflection(
         (*services, health.SERVICE_NAME, reflection.SERVICE_NAME),
         grpc_server,
-        pool=_reflection_pool(tfserving),
+        pool=_reflection_pool(tfserving, torchserve),
     )
     # gRPC parses "host:port" as a URI authority: an IPv6 host needs its brackets.
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

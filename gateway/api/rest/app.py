@@ -23,6 +23,7 @@ from gateway.api.admission import InFlightLimit
 from gateway.api.deadline import deadline_from
 from gateway.api.rest.body import decode_content, read_body
 from gateway.api.rest.tfserving import TFServingRoute
+from gateway.api.rest.torchserve import TorchServeRoute
 from gateway.codecs.v2 import rest as codec
 from gateway.errors import ErrorCode, GatewayError, InvalidRequest, clip
 from gateway.server import InferenceServer
@@ -69,12 +70,14 @@ def create_app(
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     limit: InFlightLimit | None = None,
     tfserving: bool = False,
+    torchserve: bool = False,
 ) -> FastAPI:
     """Build the REST app serving the OIP endpoints (plus Triton's model-config extension) for `server`.
 
     An inference request that `limit` refuses gets 429 before its body is read, so memory stays near the
     limit x the request size under a flood. Health and metadata calls do not count. `tfserving` adds
-    TF Serving's REST API under `/v1/` (`gateway.api.rest.tfserving`), with the same limits.
+    TF Serving's REST API under `/v1/` (`gateway.api.rest.tfserving`), `torchserve` TorchServe's
+    `/predictions` and `/ping` (`gateway.api.rest.torchserve`), with the same limits.
     """
     app = FastAPI(title="Open Inference Protocol", docs_url=None, redoc_url=None, openapi_url=None)
     in_flight = limit if limit is not None else InFlightLimit()
@@ -182,4 +185,7 @@ def create_app(
         app.add_route(prefix + "/infer", infer_endpoint, methods=["POST"])
     if tfserving:
         app.router.routes.append(TFServingRoute(server, max_request_bytes=max_request_bytes, limit=in_flight))
+    if torchserve:
+        route = TorchServeRoute(server, max_request_bytes=max_request_bytes, limit=in_flight)
+        app.router.routes.append(route)
     return app

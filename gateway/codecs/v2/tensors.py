@@ -68,9 +68,7 @@ def check_shape(name: str, shape: Any, *, role: str = "input") -> tuple[int, ...
         if dim < 0:
             raise InvalidRequest(f"{owner(role, name)}: shape {fmt_shape(dims)} has a negative dimension")
         if dim > INT64_MAX:
-            raise InvalidRequest(
-                f"{owner(role, name)}: shape {fmt_shape(dims)} has a dimension beyond int64"
-            )
+            raise InvalidRequest(f"{owner(role, name)}: shape {fmt_shape(dims)} has a dimension beyond int64")
     return dims
 
 

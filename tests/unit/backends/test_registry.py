@@ -25,6 +25,6 @@ async def test_v2_kind_builds_v2_backend() -> None:
 
 def test_unknown_kind_is_a_config_error() -> None:
     """A kind without an implementation is a ConfigError naming the backend's key."""
-    fake: Any = SimpleNamespace(kind="torchserve")
+    fake: Any = SimpleNamespace(kind="onnxruntime")
     with pytest.raises(ConfigError, match=r"backends\.ts\.kind"):
         build_backend("ts", fake)

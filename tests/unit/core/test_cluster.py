@@ -12,14 +12,16 @@ from tests.unit.core.fakes import FakeBackend
 
 
 def up(metrics: GatewayMetrics, endpoint: str) -> float | None:
-    return metrics.registry.get_sample_value("gateway_backend_up", {"backend": "jax", "endpoint": endpoint})
+    labels = {"backend": "jax", "framework": "jax", "endpoint": endpoint}
+    return metrics.registry.get_sample_value("gateway_backend_up", labels)
 
 
 async def test_check_health_marks_endpoints_and_records_backend_up() -> None:
-    """A probe round marks ready endpoints up, the others down, and sets gateway_backend_up."""
+    """A probe round marks ready endpoints up, the others down, and sets gateway_backend_up under the
+    cluster's backend and framework labels."""
     metrics = GatewayMetrics()
     backend = FakeBackend(down={"b:2"}, unready={"c:3"})
-    cluster = Cluster("jax", backend, ["a:1", "b:2", "c:3"], metrics=metrics)
+    cluster = Cluster("jax", backend, ["a:1", "b:2", "c:3"], metrics=metrics, framework="jax")
     assert not cluster.has_healthy()  # down until probed
     await cluster.check_health()
     assert [e.healthy for e in cluster.endpoints] == [True, False, False]

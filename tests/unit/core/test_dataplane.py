@@ -39,7 +39,13 @@ def make_plane(
     backend = backend or FakeBackend()
     metrics = GatewayMetrics()
     cluster = Cluster(
-        "jax", backend, endpoints, timeout_s=timeout_s, metadata_ttl_s=metadata_ttl_s, metrics=metrics
+        "jax",
+        backend,
+        endpoints,
+        timeout_s=timeout_s,
+        metadata_ttl_s=metadata_ttl_s,
+        metrics=metrics,
+        framework="jax",
     )
     for endpoint in cluster.endpoints:
         endpoint.healthy = True
@@ -47,7 +53,15 @@ def make_plane(
 
 
 def requests_total(metrics: GatewayMetrics, **labels: str) -> float:
-    full = {"model": "cnn", "version": "", "backend": "jax", "protocol": "grpc", "code": "OK", **labels}
+    full = {
+        "model": "cnn",
+        "version": "",
+        "backend": "jax",
+        "framework": "jax",
+        "protocol": "grpc",
+        "code": "OK",
+        **labels,
+    }
     return metrics.registry.get_sample_value("gateway_requests_total", full) or 0.0
 
 
@@ -72,12 +86,13 @@ async def test_infer_records_metrics_once_on_success() -> None:
     context = RequestContext("grpc")
     await plane.infer(fp32_request("cnn"), context)
     assert requests_total(metrics) == 1
-    labels = {"model": "cnn", "backend": "jax", "protocol": "grpc"}
+    labels = {"model": "cnn", "backend": "jax", "framework": "jax", "protocol": "grpc"}
     assert histogram_count(metrics, "gateway_request_duration_seconds", **labels) == 1
     assert histogram_count(metrics, "gateway_overhead_duration_seconds", **labels) == 1
-    assert histogram_count(metrics, "gateway_backend_duration_seconds", model="cnn", backend="jax") == 1
+    backend_labels = {"model": "cnn", "backend": "jax", "framework": "jax"}
+    assert histogram_count(metrics, "gateway_backend_duration_seconds", **backend_labels) == 1
     assert metrics.registry.get_sample_value("gateway_requests_in_flight", {"protocol": "grpc"}) == 0
-    assert (context.model_label, context.version_label) == ("cnn", "")
+    assert (context.model_label, context.version_label, context.framework_label) == ("cnn", "", "jax")
 
 
 async def test_unknown_model_is_not_found_with_unknown_label() -> None:
@@ -86,12 +101,13 @@ async def test_unknown_model_is_not_found_with_unknown_label() -> None:
     context = RequestContext("rest")
     with pytest.raises(ModelNotFound):
         await plane.infer(fp32_request("scanner-probe-123"), context)
-    assert context.model_label == "_unknown"
-    assert requests_total(metrics, model="_unknown", backend="", protocol="rest", code="NOT_FOUND") == 1
+    assert (context.model_label, context.framework_label) == ("_unknown", "")
+    unknown = {"model": "_unknown", "backend": "", "framework": "", "protocol": "rest", "code": "NOT_FOUND"}
+    assert requests_total(metrics, **unknown) == 1
     plane.observe_transfer(context, 100, 0)
     assert (
         metrics.registry.get_sample_value(
-            "gateway_request_bytes_total", {"model": "_unknown", "protocol": "rest"}
+            "gateway_request_bytes_total", {"model": "_unknown", "framework": "", "protocol": "rest"}
         )
         == 100
     )
@@ -101,12 +117,42 @@ async def test_unknown_model_is_not_found_with_unknown_label() -> None:
 async def test_rejected_request_is_counted_under_bounded_labels() -> None:
     """A listener's refusal counts under the route's labels; an unrouted name counts as "_unknown"."""
     plane, _, backend, metrics = make_plane()
-    plane.observe_rejected("cnn", RequestContext("rest"), InvalidRequest("bad tensor"))
-    plane.observe_rejected("scanner-probe", RequestContext("grpc"), InvalidRequest("bad tensor"))
+    routed, unrouted = RequestContext("rest"), RequestContext("grpc")
+    plane.observe_rejected("cnn", routed, InvalidRequest("bad tensor"))
+    plane.observe_rejected("scanner-probe", unrouted, InvalidRequest("bad tensor"))
     assert requests_total(metrics, protocol="rest", code="INVALID_ARGUMENT") == 1
-    unknown = {"model": "_unknown", "backend": "", "protocol": "grpc", "code": "INVALID_ARGUMENT"}
-    assert requests_total(metrics, **unknown) == 1
+    unknown = {"model": "_unknown", "backend": "", "framework": "", "protocol": "grpc"}
+    assert requests_total(metrics, **unknown, code="INVALID_ARGUMENT") == 1
+    assert (routed.framework_label, unrouted.framework_label) == ("jax", "")
     assert not backend.calls
+
+
+async def test_one_model_on_two_frameworks_is_labelled_by_framework() -> None:
+    """Versions of one model routed to backends of two frameworks count under one model label and each
+    backend's framework label: what the framework comparison aggregates by (model, framework)."""
+    metrics = GatewayMetrics()
+    clusters = {
+        "jax": Cluster("jax", FakeBackend(), ("a:1",), metrics=metrics, framework="jax"),
+        "tfs": Cluster("tfs", FakeBackend(), ("b:1",), metrics=metrics, framework="tensorflow"),
+    }
+    for cluster in clusters.values():
+        await cluster.check_health()
+    routes = (Route("cnn", "", "jax", "double"), Route("cnn", "tf", "tfs", "double"))
+    plane = DataPlane(Router(routes), clusters, metrics)
+    for version in ("", "tf", "tf"):
+        context = RequestContext("grpc")
+        await plane.infer(fp32_request("cnn", version=version), context)
+        plane.observe_transfer(context, 10, 1)
+    assert requests_total(metrics) == 1
+    assert requests_total(metrics, version="tf", backend="tfs", framework="tensorflow") == 2
+    tf = {"model": "cnn", "backend": "tfs", "framework": "tensorflow"}
+    assert histogram_count(metrics, "gateway_backend_duration_seconds", **tf) == 2
+    get = metrics.registry.get_sample_value
+    assert (
+        get("gateway_request_bytes_total", {"model": "cnn", "framework": "tensorflow", "protocol": "grpc"})
+        == 20
+    )
+    assert get("gateway_backend_up", {"backend": "tfs", "framework": "tensorflow", "endpoint": "b:1"}) == 1
 
 
 async def test_backend_not_found_is_answered_in_the_clients_terms() -> None:
@@ -370,7 +416,9 @@ async def test_cancelled_call_is_counted_as_deadline_or_cancelled(
     clock = StepClock()
     backend = FakeBackend(delay_s=60.0)
     metrics = GatewayMetrics()
-    cluster = Cluster("jax", backend, ("a:1",), timeout_s=30.0, metadata_ttl_s=30.0, metrics=metrics)
+    cluster = Cluster(
+        "jax", backend, ("a:1",), timeout_s=30.0, metadata_ttl_s=30.0, metrics=metrics, framework="jax"
+    )
     cluster.endpoints[0].healthy = True
     plane = DataPlane(Router((Route("cnn", "", "jax", "double"),)), {"jax": cluster}, metrics, clock=clock)
     deadline = None if deadline_in_s is None else clock.now + deadline_in_s
@@ -397,7 +445,7 @@ async def test_a_retry_past_the_deadline_is_not_sent() -> None:
 
     backend = SlowlyDown(down={"a:1"})
     metrics = GatewayMetrics()
-    cluster = Cluster("jax", backend, ("a:1", "b:2"), timeout_s=5.0, metrics=metrics)
+    cluster = Cluster("jax", backend, ("a:1", "b:2"), timeout_s=5.0, metrics=metrics, framework="jax")
     for endpoint in cluster.endpoints:
         endpoint.healthy = True
     cluster.endpoints[1].in_flight = 1  # p2c tries a:1 first
@@ -429,7 +477,7 @@ async def test_a_backend_that_needs_metadata_gets_it_even_without_validation() -
     """TF Serving's REST answers carry no datatypes: its backend decodes with the cached metadata."""
     backend = FakeBackend(needs_metadata=True)
     metrics = GatewayMetrics()
-    cluster = Cluster("jax", backend, ("a:1",), timeout_s=5.0, metrics=metrics)
+    cluster = Cluster("jax", backend, ("a:1",), timeout_s=5.0, metrics=metrics, framework="jax")
     cluster.endpoints[0].healthy = True
     plane = DataPlane(
         Router((Route("cnn", "", "jax", "double"),)), {"jax": cluster}, metrics, validate_requests=False
