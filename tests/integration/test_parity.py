@@ -1,97 +1,137 @@
-"""Parity: the same inputs through the gateway to the JAX runtime and to TF Serving (same weights) give
-the same outputs within the documented fp32 tolerance, for every example model, over OIP REST, OIP
-gRPC and TF Serving's own API on the gateway's front."""
+"""Parity: the same inputs through the gateway to the JAX runtime, TF Serving and TorchServe (same weights)
+give the same outputs within the documented fp32 tolerance, for every example model, over OIP REST, OIP
+gRPC, TF Serving's API and TorchServe's API on the gateway's front."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from gateway.local_stack import TFSERVING_VERSION, LocalStack
+from gateway.codecs.torchserve import payload
+from gateway.local_stack import TFSERVING_VERSION, TORCHSERVE_VERSION, LocalStack
+from gateway.proto.torchserve import inference_pb2 as ts_pb
+from gateway.types import Tensor
 from runtimes.examples.specs import SPECS, ExampleSpec, sample_inputs
 from tests.unit.test_example_parity import ATOL, RTOL
 
 pytestmark = pytest.mark.integration
 
 ROWS = 3
-_TRITON_DTYPES = {"float32": "FP32", "int32": "INT32", "int64": "INT64"}
-
-
-def _spec(name: str) -> ExampleSpec:
-    return SPECS[name]
+_OIP_DTYPES = {"float32": "FP32", "int32": "INT32", "int64": "INT64"}
 
 
 def _inputs(spec: ExampleSpec) -> tuple[np.ndarray, ...]:
     return sample_inputs(spec, np.random.default_rng(7), ROWS)
 
 
-def _triton_infer(client: Any, module: Any, spec: ExampleSpec, version: str) -> dict[str, np.ndarray]:
+def _frameworks(stack: LocalStack) -> list[str]:
+    """The gateway versions that pick each framework the stack runs ("" is the JAX runtime)."""
+    versions = [""]
+    if stack.tfserving is not None:
+        versions.append(TFSERVING_VERSION)
+    if stack.torchserve is not None:
+        versions.append(TORCHSERVE_VERSION)
+    if len(versions) < 2:
+        pytest.skip("neither TensorFlow nor TorchServe is installed: nothing to compare the JAX runtime with")
+    return versions
+
+
+def _assert_agree(spec: ExampleSpec, answers: dict[str, dict[str, np.ndarray]]) -> None:
+    reference = answers[""]
+    for version, outputs in answers.items():
+        for output in spec.outputs:
+            got = np.asarray(outputs[output.name], dtype=np.float64)
+            assert got.shape[0] == ROWS, (version, output.name)
+            np.testing.assert_allclose(got, reference[output.name], rtol=RTOL, atol=ATOL, err_msg=version)
+
+
+def _oip(client: Any, module: Any, spec: ExampleSpec, version: str) -> dict[str, np.ndarray]:
     inputs = []
     for info, array in zip(spec.inputs, _inputs(spec), strict=True):
-        tensor = module.InferInput(info.name, list(array.shape), _TRITON_DTYPES[str(array.dtype)])
+        tensor = module.InferInput(info.name, list(array.shape), _OIP_DTYPES[str(array.dtype)])
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
     result = client.infer(spec.name, inputs, model_version=version)
     return {o.name: result.as_numpy(o.name) for o in spec.outputs}
 
 
-def _require_tfserving(stack: LocalStack) -> None:
-    if stack.tfserving is None:
-        pytest.skip("TensorFlow is not installed: the stack runs without TF Serving")
-
-
-@pytest.mark.parametrize("model", sorted(SPECS))
-@pytest.mark.parametrize("protocol", ["grpc", "rest"])
-def test_jax_and_tfserving_agree_over_oip(stack: LocalStack, model: str, protocol: str) -> None:
-    """One input through the gateway to each framework: outputs equal within the fp32 tolerance."""
-    _require_tfserving(stack)
-    host = stack.ports.host
-    if protocol == "grpc":
-        module: Any = grpcclient
-        client: Any = grpcclient.InferenceServerClient(f"{host}:{stack.ports.gateway_grpc}")
-    else:
-        module = httpclient
-        client = httpclient.InferenceServerClient(f"{host}:{stack.ports.gateway_rest}")
-    spec = _spec(model)
-    jax_out = _triton_infer(client, module, spec, "")
-    tf_out = _triton_infer(client, module, spec, TFSERVING_VERSION)
-    for output in spec.outputs:
-        assert jax_out[output.name].shape[0] == ROWS
-        np.testing.assert_allclose(tf_out[output.name], jax_out[output.name], rtol=RTOL, atol=ATOL)
-
-
-@pytest.mark.parametrize("model", sorted(SPECS))
-def test_jax_and_tfserving_agree_over_the_tfserving_api(stack: LocalStack, model: str) -> None:
-    """TF Serving's REST API on the gateway: the label picks the framework, the answers agree."""
-    _require_tfserving(stack)
-    spec = _spec(model)
+def _tfserving_rest(base: str, spec: ExampleSpec, version: str) -> dict[str, np.ndarray]:
     columns = {info.name: array.tolist() for info, array in zip(spec.inputs, _inputs(spec), strict=True)}
-    base = f"http://{stack.ports.host}:{stack.ports.gateway_rest}/v1/models/{model}"
-    answers = []
-    for url in (f"{base}:predict", f"{base}/labels/{TFSERVING_VERSION}:predict"):
-        reply = httpx.post(url, json={"inputs": columns}, timeout=30)
-        assert reply.status_code == 200, reply.text
-        outputs = reply.json()["outputs"]
-        answers.append(outputs if isinstance(outputs, dict) else {spec.outputs[0].name: outputs})
-    for output in spec.outputs:
-        jax_value = np.asarray(answers[0][output.name], dtype=np.float64)
-        tf_value = np.asarray(answers[1][output.name], dtype=np.float64)
-        np.testing.assert_allclose(tf_value, jax_value, rtol=RTOL, atol=ATOL)
+    url = f"{base}/v1/models/{spec.name}" + (f"/labels/{version}" if version else "") + ":predict"
+    reply = httpx.post(url, json={"inputs": columns}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    outputs = reply.json()["outputs"]
+    return outputs if isinstance(outputs, dict) else {spec.outputs[0].name: outputs}
+
+
+def _torchserve_body(spec: ExampleSpec) -> bytes:
+    arrays = _inputs(spec)
+    return payload.encode_request(
+        [
+            Tensor(i.name, _OIP_DTYPES[str(a.dtype)], a.shape, a)
+            for i, a in zip(spec.inputs, arrays, strict=True)
+        ]
+    )
+
+
+def _torchserve_rest(base: str, spec: ExampleSpec, version: str) -> dict[str, np.ndarray]:
+    url = f"{base}/predictions/{spec.name}" + (f"/{version}" if version else "")
+    reply = httpx.post(url, content=_torchserve_body(spec), headers={"content-type": payload.CONTENT_TYPE})
+    assert reply.status_code == 200, reply.text
+    return {t.name: t.data for t in payload.decode_response(reply.content)}
+
+
+def _torchserve_grpc(address: str, spec: ExampleSpec, version: str) -> dict[str, np.ndarray]:
+    request = ts_pb.PredictionsRequest(model_name=spec.name, model_version=version)
+    request.input["data"] = _torchserve_body(spec)
+    with grpc.insecure_channel(address) as channel:
+        call = channel.unary_unary("/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions")
+        reply = ts_pb.PredictionResponse.FromString(call(request.SerializeToString(), timeout=30))
+    return {t.name: t.data for t in payload.decode_response(reply.prediction)}
+
+
+@pytest.mark.parametrize("model", sorted(SPECS))
+@pytest.mark.parametrize(
+    "api", ["oip-grpc", "oip-rest", "tfserving-rest", "torchserve-rest", "torchserve-grpc"]
+)
+def test_every_framework_agrees_over_every_api(stack: LocalStack, model: str, api: str) -> None:
+    """One input through the gateway to each framework, by each client API: outputs equal within the
+    fp32 tolerance (rtol 1e-5, atol 5e-6)."""
+    versions = _frameworks(stack)
+    spec = SPECS[model]
+    host = stack.ports.host
+    rest = f"http://{host}:{stack.ports.gateway_rest}"
+    grpc_address = f"{host}:{stack.ports.gateway_grpc}"
+    answers: dict[str, dict[str, np.ndarray]] = {}
+    for version in versions:
+        if api == "oip-grpc":
+            answers[version] = _oip(grpcclient.InferenceServerClient(grpc_address), grpcclient, spec, version)
+        elif api == "oip-rest":
+            client = httpclient.InferenceServerClient(rest.removeprefix("http://"))
+            answers[version] = _oip(client, httpclient, spec, version)
+        elif api == "tfserving-rest":
+            answers[version] = _tfserving_rest(rest, spec, version)
+        elif api == "torchserve-rest":
+            answers[version] = _torchserve_rest(rest, spec, version)
+        else:
+            answers[version] = _torchserve_grpc(grpc_address, spec, version)
+    _assert_agree(spec, answers)
 
 
 def test_tfserving_runtime_answers_official_stubs_directly(stack: LocalStack) -> None:
     """The TF Serving the stack started answers the official stubs itself (the gateway's backend peer)."""
-    _require_tfserving(stack)
-    grpc = pytest.importorskip("grpc")
+    if stack.tfserving is None:
+        pytest.skip("TensorFlow is not installed: the stack runs without TF Serving")
     tf = pytest.importorskip("tensorflow")
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    spec = _spec("cnn")
+    spec = SPECS["cnn"]
     (image,) = _inputs(spec)
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "cnn"
