@@ -1,8 +1,8 @@
 # The two commands of the README, plus helpers. Each installs what it needs into .venv.
 .PHONY: up test bench bench-frameworks proto lint
 
-up:        ## run the whole local stack (JAX runtime, TF Serving, gateway) until Ctrl-C
-	bash scripts/up.sh
+up:        ## run the whole local stack (JAX runtime, TF Serving, TorchServe, gateway) until Ctrl-C; ARGS=--no-torchserve ...
+	bash scripts/up.sh $(ARGS)
 
 test:      ## ruff + mypy + the whole pytest suite
 	bash scripts/test.sh

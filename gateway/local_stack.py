@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -286,6 +287,9 @@ class LocalStack:
             return None
         if importlib.util.find_spec("torch") is None or importlib.util.find_spec("ts") is None:
             print("torch or TorchServe is not installed: the stack runs without TorchServe", flush=True)
+            return None
+        if shutil.which("java") is None:
+            print("TorchServe needs Java 17 (no `java` on PATH): the stack runs without it", flush=True)
             return None
         store = self.workdir / "torchserve-models"
         missing = [m for m in served if not (store / f"{m}.mar").is_file()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from gateway.settings import TFServingRouteOptions, load_settings
+from gateway.settings import TFServingRouteOptions, TorchServeRouteOptions, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,11 +22,13 @@ def test_readme_config_reference_loads(tmp_path: Path) -> None:
     assert settings.listeners.shutdown_grace_s == 10
     assert settings.listeners.grpc_max_connection_age_s == 300
     assert settings.listeners.max_in_flight == 0
-    assert [r.model for r in settings.routes] == ["cnn", "transformer", "cnn"]
+    assert [r.model for r in settings.routes] == ["cnn", "transformer", "cnn", "mlp"]
+    assert settings.route_options(3) == TorchServeRouteOptions(version="1")
+    assert settings.backends["torchserve"].kind == "torchserve"
     canary = settings.route_options(2)
     assert (settings.backends["tfserving"].kind, canary) == (
         "tfserving",
         TFServingRouteOptions(signature_name="serving_default", version_label="canary"),
     )
     assert settings.backends["jax"].metadata_ttl_s == 30
-    assert [b.framework_label for b in settings.backends.values()] == ["jax", "tensorflow"]
+    assert [b.framework_label for b in settings.backends.values()] == ["jax", "tensorflow", "pytorch"]
