@@ -1,10 +1,14 @@
-"""`python -m runtimes.torchserve package|config ...`: a model archive or a config.properties, one command.
+"""`python -m runtimes.torchserve package|config|relay ...`: a model archive, a config.properties, or the
+key relay (a Kubernetes sidecar beside TorchServe: `relay.py`), one command.
 
     python -m runtimes.torchserve package --model model.pt --signature signature.json \\
         --name mlp --version 1 --out model-store/
     python -m runtimes.torchserve package --model my_model.py:build --weights state.pt ...
     python -m runtimes.torchserve config --model-store model-store/ --model mlp=mlp.mar --batch-size 8 \\
         --out workdir/config.properties
+    python -m runtimes.torchserve relay --secret-file /var/run/secrets/torchserve/key \\
+        --key-file /workdir/key_file.json --rest-port 8080 --grpc-port 7070 \\
+        --upstream-rest http://127.0.0.1:8085 --upstream-grpc 127.0.0.1:7075
 """
 
 from __future__ import annotations
@@ -48,11 +52,70 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument("--grpc-management-port", type=int, default=7071, help="always bound to 127.0.0.1")
     cfg.add_argument("--heap-mb", type=int, default=256, help="JVM max heap (default 256)")
     cfg.add_argument("--out", required=True, type=Path, help="file, or directory for config.properties")
+
+    relay = commands.add_parser(
+        "relay", help="the key relay: admit callers bearing the Secret's key, forward with the pod's"
+    )
+    relay.add_argument("--secret-file", required=True, type=Path, help="the key callers must bear (a Secret)")
+    relay.add_argument("--key-file", required=True, type=Path, help="TorchServe's key_file.json")
+    relay.add_argument("--host", default="0.0.0.0", help="the relay's address (default 0.0.0.0)")
+    relay.add_argument("--rest-port", type=int, default=8080, help="the relay's REST port (default 8080)")
+    relay.add_argument("--grpc-port", type=int, default=7070, help="the relay's gRPC port (default 7070)")
+    relay.add_argument(
+        "--upstream-rest", default="http://127.0.0.1:8080", help="TorchServe's REST inference URL"
+    )
+    relay.add_argument(
+        "--upstream-grpc", default="127.0.0.1:7070", help="TorchServe's gRPC inference address"
+    )
+    relay.add_argument(
+        "--management-url", default="http://127.0.0.1:8081", help="TorchServe's management URL"
+    )
+    relay.add_argument(
+        "--token-expiration-min",
+        type=float,
+        default=60.0,
+        help="TorchServe's token_expiration_min (default 60)",
+    )
+    relay.add_argument("--max-request-bytes", type=int, default=64 << 20, help="default 64 MiB")
+    relay.add_argument("--timeout-s", type=float, default=130.0, help="per call to TorchServe (default 130)")
+    relay.add_argument(
+        "--previous-key-grace-s",
+        type=float,
+        default=120.0,
+        help="how long the Secret's key before a rotation is still admitted (default 120)",
+    )
     return parser
+
+
+def _relay(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from runtimes.torchserve.relay import RelaySettings, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = RelaySettings(
+        secret_file=args.secret_file,
+        key_file=args.key_file,
+        host=args.host,
+        rest_port=args.rest_port,
+        grpc_port=args.grpc_port,
+        upstream_rest=args.upstream_rest,
+        upstream_grpc=args.upstream_grpc,
+        management_url=args.management_url,
+        token_expiration_min=args.token_expiration_min,
+        max_request_bytes=args.max_request_bytes,
+        timeout_s=args.timeout_s,
+        previous_key_grace_s=args.previous_key_grace_s,
+    )
+    asyncio.run(serve(settings))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "relay":
+        return _relay(args)
     if args.command == "package":
         try:
             path = package(

@@ -49,9 +49,10 @@ CONFIG_SHAPE: Any = {
             "timeout_s": NUMBER,
             "health_check_interval_s": NUMBER,
             "framework": str,
+            "inference_key_file": str,
         }
     },
-    "routes": [{"model": str, "version": str, "backend": str, "options": {"version": int}}],
+    "routes": [{"model": str, "version": str, "backend": str, "options": {"version": (int, str)}}],
 }
 HEALTH_READY = "/v2/health/ready"
 HEALTH_LIVE = "/v2/health/live"
@@ -263,9 +264,14 @@ def test_gateway_config_loads_with_the_gateway_settings() -> None:
     """The ConfigMap's gateway.yaml passes the gateway's own validation (gateway.settings.load_settings)."""
     settings = load_settings(BASE / "gateway.yaml", environ={})
     assert {route.model for route in settings.routes} == {"cnn", "transformer", "mlp"}
-    # Each example model by both frameworks: any version to the JAX runtime, "tfserving" to TF Serving.
-    assert {(r.version, r.backend) for r in settings.routes} == {("", "jax"), ("tfserving", "tfserving")}
-    assert {settings.backends[r.backend].kind for r in settings.routes} == {"v2", "tfserving"}
+    # Each example model by every framework: any version to the JAX runtime, "tfserving" to TF Serving,
+    # "torchserve" to TorchServe.
+    assert {(r.version, r.backend) for r in settings.routes} == {
+        ("", "jax"),
+        ("tfserving", "tfserving"),
+        ("torchserve", "torchserve"),
+    }
+    assert {settings.backends[r.backend].kind for r in settings.routes} == {"v2", "tfserving", "torchserve"}
 
 
 def test_gateway_drains_before_it_is_killed() -> None:
@@ -354,7 +360,7 @@ def test_scrape_annotations_name_the_metrics_port(name: str) -> None:
     assert annotations["prometheus.io/port"] == str(metrics_port)
 
 
-@pytest.mark.parametrize("name", ["gateway", "jax-runtime", "tfserving"])
+@pytest.mark.parametrize("name", ["gateway", "jax-runtime", "tfserving", "torchserve"])
 def test_containers_are_locked_down(name: str) -> None:
     """Pods run as non-root with a read-only root filesystem, no privilege escalation and no capabilities."""
     pod = _pod(_find(_base_objects(), "Deployment", name))
@@ -518,7 +524,7 @@ def test_generated_configmap_name_is_hashed() -> None:
 def test_dev_overlay_runs_one_small_replica() -> None:
     """dev: one replica of each Deployment, HPA floor of one, smaller requests than the base."""
     objects, base = _render(K8S / "overlays" / "dev"), _render(BASE)
-    for name in ("gateway", "jax-runtime", "tfserving"):
+    for name in ("gateway", "jax-runtime", "tfserving", "torchserve"):
         assert _find(objects, "Deployment", name)["spec"]["replicas"] == 1
         dev = _container(_find(objects, "Deployment", name), name)["resources"]["requests"]
         assert dev != _container(_find(base, "Deployment", name), name)["resources"]["requests"]
@@ -528,7 +534,7 @@ def test_dev_overlay_runs_one_small_replica() -> None:
 def test_production_overlay_spreads_replicas() -> None:
     """production: more replicas than the base, spread over zones, anti-affinity between nodes."""
     objects = _render(K8S / "overlays" / "production")
-    for name, base_replicas in (("gateway", 2), ("jax-runtime", 2), ("tfserving", 2)):
+    for name, base_replicas in (("gateway", 2), ("jax-runtime", 2), ("tfserving", 2), ("torchserve", 2)):
         deployment = _find(objects, "Deployment", name)
         pod = _pod(deployment)
         assert deployment["spec"]["replicas"] > base_replicas, name
@@ -539,6 +545,7 @@ def test_production_overlay_spreads_replicas() -> None:
     assert hpa["minReplicas"] == _find(objects, "Deployment", "gateway")["spec"]["replicas"]
     _find(objects, "PodDisruptionBudget", "jax-runtime")
     _find(objects, "PodDisruptionBudget", "tfserving")
+    _find(objects, "PodDisruptionBudget", "torchserve")
 
 
 def test_gpu_overlay_puts_the_runtime_on_a_gpu() -> None:
@@ -574,4 +581,5 @@ def test_prometheus_operator_overlay_adds_service_monitors() -> None:
         "gateway",
         "jax-runtime",
         "tfserving",
+        "torchserve",
     }
