@@ -9,8 +9,8 @@
 - `signature.json`, validated here (`gateway.codecs.torchserve.signature`);
 - the handler and every project module it imports (found by reading their `import` statements), under
   their package paths, so the archive is self-contained: TorchServe's worker puts the unpacked archive
-  on `PYTHONPATH` ahead of site-packages, and an image with only torch and numpy (the official
-  `pytorch/torchserve` one) serves it;
+  on `PYTHONPATH` ahead of site-packages, so an image with only TorchServe, torch and numpy serves it
+  (Python 3.10 or newer, and a torch that reads what the archive's torch wrote);
 - `gateway_tensor_handler.py`, the `--handler` entry file, which only re-exports `handle`.
 
 torch-model-archiver stages under the temp directory in a folder named after the model, so two

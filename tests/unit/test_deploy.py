@@ -24,6 +24,10 @@ PROMETHEUS = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboard.json"
 GATEWAY_DOCKERFILE = ROOT / "Dockerfile"
 RUNTIME_DOCKERFILE = ROOT / "runtimes" / "jax" / "Dockerfile"
+TFSERVING_DOCKERFILE = ROOT / "runtimes" / "tfserving" / "Dockerfile"
+TORCHSERVE_DOCKERFILE = ROOT / "runtimes" / "torchserve" / "Dockerfile"
+ALL_DOCKERFILES = [GATEWAY_DOCKERFILE, RUNTIME_DOCKERFILE, TFSERVING_DOCKERFILE, TORCHSERVE_DOCKERFILE]
+DOCKERFILE_IDS = ["gateway", "runtime", "tfserving", "torchserve"]
 
 # Every metric the gateway and the JAX runtime export; histograms also expose _bucket, _sum and _count.
 HISTOGRAMS = {
@@ -351,15 +355,15 @@ def test_dashboard_compares_frameworks_for_one_model() -> None:
 # --- Dockerfiles --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dockerfile", [GATEWAY_DOCKERFILE, RUNTIME_DOCKERFILE], ids=["gateway", "runtime"])
+@pytest.mark.parametrize("dockerfile", ALL_DOCKERFILES, ids=DOCKERFILE_IDS)
 def test_hadolint(dockerfile: Path) -> None:
     """hadolint finds nothing to fix in the Dockerfile."""
     _run([_tool("hadolint"), str(dockerfile)])
 
 
-@pytest.mark.parametrize("dockerfile", [GATEWAY_DOCKERFILE, RUNTIME_DOCKERFILE], ids=["gateway", "runtime"])
+@pytest.mark.parametrize("dockerfile", ALL_DOCKERFILES, ids=DOCKERFILE_IDS)
 def test_images_run_as_non_root_on_python_slim(dockerfile: Path) -> None:
-    """Both images are multi-stage builds on python:3.11-slim whose final stage runs as a non-root uid."""
+    """Every image is multi-stage builds on python:3.11-slim whose final stage runs as a non-root uid."""
     instructions = _instructions(dockerfile)
     stages = [args for name, args in instructions if name == "FROM"]
     assert len(stages) >= 2, "multi-stage build expected"

@@ -216,5 +216,5 @@ def test_gpu_overlay_runs_torchserve_on_a_gpu_with_the_gpu_image() -> None:
     assert "nvidia.com/gpu" not in relay["resources"]["limits"]
     assert any(toleration["key"] == "nvidia.com/gpu" for toleration in _pod(deployment)["tolerations"])
     base_image = _container(_find(base, "Deployment", "torchserve"), "torchserve")["image"]
-    assert base_image == "pytorch/torchserve:0.12.0-cpu"
-    assert server["image"] == "pytorch/torchserve:0.12.0-gpu"
+    assert base_image == "serving-gateway-torchserve:0.1.0"
+    assert server["image"] == "serving-gateway-torchserve:0.1.0-cuda"
