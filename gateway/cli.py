@@ -58,6 +58,40 @@ def _up(args: argparse.Namespace) -> int:
     return run_foreground(args.workdir, tfserving=not args.no_tfserving, torchserve=not args.no_torchserve)
 
 
+def _add_compare(parser: argparse.ArgumentParser) -> None:
+    from gateway.local_stack import EXAMPLE_MODELS
+
+    parser.add_argument(
+        "--model", default="mlp", choices=EXAMPLE_MODELS, help="the example model (default mlp)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="each throughput run (default 5)")
+    parser.add_argument("--requests", type=int, default=300, help="calls per latency run (default 300)")
+    parser.add_argument("--out", type=Path, help="folder for the report (default compare-<timestamp>/)")
+    parser.add_argument("--workdir", type=Path, help="models and caches (default a temporary directory)")
+    parser.add_argument(
+        "--no-restarts", action="store_true", help="skip the start-up rounds (no start-to-ready figures)"
+    )
+
+
+def _compare(args: argparse.Namespace) -> int:
+    # Imported here: the comparison starts the whole stack, and its chart needs matplotlib.
+    from gateway.compare.command import run_compare
+    from gateway.compare.run import CompareOptions
+
+    if args.rounds < 1 or args.seconds <= 0 or args.requests < 1:
+        print("gateway compare: --rounds, --seconds and --requests must be positive", file=sys.stderr)
+        return EXIT_CONFIG
+    options = CompareOptions(
+        model=args.model,
+        rounds=args.rounds,
+        seconds=args.seconds,
+        requests=args.requests,
+        restarts=not args.no_restarts,
+    )
+    return run_compare(options, args.out, args.workdir)
+
+
 _COMMANDS: list[
     tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 ] = [
@@ -67,6 +101,12 @@ _COMMANDS: list[
         "run the example stack (JAX runtime, TF Serving, TorchServe, gateway) on this machine",
         _add_up,
         _up,
+    ),
+    (
+        "compare",
+        "the same model on the JAX runtime, TF Serving and TorchServe through the gateway: a report",
+        _add_compare,
+        _compare,
     ),
 ]
 

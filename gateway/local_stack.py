@@ -307,7 +307,9 @@ class LocalStack:
             grpc_management_port=p.torchserve_grpc_management,
         )
         command = torchserve_command(config, self.workdir / "torchserve")
-        process = TorchServeProcess(command, config.inference_url())
+        process = TorchServeProcess(
+            command, config.inference_url(), management_url=config.management_url(), models=served
+        )
         process.start()
         if self.echo:
             print(

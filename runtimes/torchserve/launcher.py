@@ -15,9 +15,9 @@ launcher's PID file `.model_server.pid`, the unpacked archives and the worker so
 TorchServes with different workdirs never meet.
 
 Readiness: `GET /ping` (it too needs the inference key when token authorization is on: 400 without)
-answers 200 `{"status": "Healthy"}` once every model has its minimum workers (500 `Unhealthy`
-before); a model's own state is `GET /models/{name}` on the management API (management
-key), each worker `"status": "READY"`.
+answers 200 `{"status": "Healthy"}`, but in 0.12.0 seconds before the workers have loaded the models
+(seen in its log); a model's own state is `GET /models/{name}` on the management API (management key),
+each worker `"status": "READY"`, which `TorchServeProcess` also waits for when told the models.
 
 Keys: with token authorization on, TorchServe writes `key_file.json` (mode 0600) in its working
 directory at start: `{"management": {"key", "expiration time"}, "inference": {...}, "API": {"key"}}`.
@@ -148,17 +148,32 @@ def _group_alive(pgid: int) -> bool:
 
 
 class TorchServeProcess:
-    """A supervised TorchServe: `start()` returns once `/ping` is healthy and the key file is there."""
+    """A supervised TorchServe: `start()` returns once it serves: `/ping` healthy with the keys it wrote and,
+    when `models` are named, each with a READY worker on the management API (TorchServe 0.12.0 answers
+    `/ping` healthy seconds before its workers have loaded the models)."""
 
-    def __init__(self, command: TorchServeCommand, inference_url: str) -> None:
+    def __init__(
+        self,
+        command: TorchServeCommand,
+        inference_url: str,
+        *,
+        management_url: str = "",
+        models: tuple[str, ...] = (),
+    ) -> None:
         self.command = command
         self.inference_url = inference_url
+        self.management_url = management_url
+        self.models = models
         self.proc: subprocess.Popen[bytes] | None = None
         self.keys: TorchServeKeys | None = None
         self.started_in_s: float | None = None
 
     def start(self, timeout_s: float = 120.0) -> Self:
         started = time.monotonic()
+        # TorchServe writes new keys at every start: a key file left by an earlier run in this workdir
+        # would be read first and never pass /ping.
+        self.command.key_file.unlink(missing_ok=True)
+        self.keys = None
         log = (self.command.cwd / "logs" / "stdout.log").open("ab")
         self.proc = subprocess.Popen(
             self.command.argv,
@@ -176,12 +191,36 @@ class TorchServeProcess:
             if self.keys is None and self.command.key_file.is_file():
                 with contextlib.suppress(ValueError):  # half-written: read it again next time
                     self.keys = read_keys(self.command.key_file)
-            if self.keys is not None and _healthy(f"{self.inference_url}/ping", self.keys.inference):
+            if (
+                self.keys is not None
+                and _healthy(f"{self.inference_url}/ping", self.keys.inference)
+                and all(self._worker_ready(model) for model in self.models)
+            ):
                 self.started_in_s = time.monotonic() - started
                 return self
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"TorchServe not healthy after {timeout_s:.0f} s; see {self.log_path}")
+
+    def _worker_ready(self, model: str) -> bool:
+        """Whether the management API shows a READY worker for `model`."""
+        assert self.keys is not None
+        request = urllib.request.Request(
+            f"{self.management_url}/models/{model}",
+            headers={"Authorization": f"Bearer {self.keys.management}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                described = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+        return any(
+            worker.get("status") == "READY"
+            for entry in described
+            if isinstance(entry, dict)
+            for worker in entry.get("workers", [])
+            if isinstance(worker, dict)
+        )
 
     @property
     def log_path(self) -> Path:
