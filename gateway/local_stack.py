@@ -305,6 +305,9 @@ class LocalStack:
             metrics_port=p.torchserve_metrics,
             grpc_inference_port=p.torchserve_grpc,
             grpc_management_port=p.torchserve_grpc_management,
+            # TorchServe's keys expire (60 min by default) and on one machine nothing renews them (in
+            # Kubernetes the key relay does): a week outlasts any `make up` session.
+            token_expiration_min=7 * 24 * 60,
         )
         command = torchserve_command(config, self.workdir / "torchserve")
         process = TorchServeProcess(

@@ -31,7 +31,15 @@ from gateway.backends.grpc_client import grpc_error, open_channel
 from gateway.backends.http_client import map_http_errors, pooled_client, status_error
 from gateway.codecs.torchserve import payload
 from gateway.codecs.torchserve.signature import loads_signature
-from gateway.errors import BackendError, ConfigError, DeadlineExceeded, ErrorCode, GatewayError, ModelNotFound
+from gateway.errors import (
+    BackendError,
+    ConfigError,
+    DeadlineExceeded,
+    ErrorCode,
+    GatewayError,
+    ModelNotFound,
+    clip,
+)
 from gateway.proto.torchserve import inference_pb2 as pb
 from gateway.settings import NO_OPTIONS, RouteOptions, TorchServeBackendSettings, TorchServeRouteOptions
 from gateway.types import NO_BATCHING, Batching, InferenceRequest, InferenceResponse, ModelMetadata
@@ -140,8 +148,6 @@ class TorchServeBackend:
         """Whether a worker answers the model's metadata query (NOT_FOUND for a model it does not have)."""
         try:
             await self.model_metadata(name, version, endpoint, options=options)
-        except ModelNotFound:
-            raise
         except GatewayError as exc:
             if exc.code is ErrorCode.NOT_FOUND:
                 raise
@@ -156,16 +162,23 @@ class TorchServeBackend:
         await self._transport.close()
 
 
-async def _with_fresh_key(key: BearerKey, backend: str, call: Callable[[], Awaitable[T]]) -> T:
-    """Run `call`; if TorchServe refused the key, read the key again and retry once (a renewed key)."""
+async def _with_fresh_key(key: BearerKey, backend: str, call: Callable[[str], Awaitable[T]]) -> T:
+    """Run `call` with the current `Authorization` value; if TorchServe refused it, read the key again and
+    retry once when the key now differs from the one refused: renewed in the file, or already read again
+    by a concurrent call (which is why the comparison is with the value this call used, not "did my
+    refresh change it")."""
+    used = key.header()
     try:
-        return await call()
+        return await call(used)
     except _KeyRefused:
-        if not key.refresh():
-            raise BackendError(f"backend '{backend}' refused the gateway's inference key") from None
-        log.info("backend '%s': retrying with the renewed inference key", backend)
+        pass
+    key.refresh()
+    current = key.header()
+    if current == used:
+        raise BackendError(f"backend '{backend}' refused the gateway's inference key")
+    log.info("backend '%s': retrying with the renewed inference key", backend)
     try:
-        return await call()
+        return await call(current)
     except _KeyRefused:
         raise BackendError(f"backend '{backend}' refused the gateway's inference key") from None
 
@@ -190,36 +203,49 @@ class _GrpcTransport:
             self._predictions[endpoint] = channel.unary_unary(_SERVICE + "Predictions")
             self._pings[endpoint] = channel.unary_unary(_SERVICE + "Ping")
 
-    def _metadata(self) -> tuple[tuple[str, str], ...]:
-        header = self._key.header()
-        return (("authorization", header),) if header else ()
-
     async def _call(
-        self, rpc: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes], message: bytes, timeout_s: float
+        self,
+        rpc: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes],
+        message: bytes,
+        timeout_s: float,
+        header: str,
+        model: str = "",
     ) -> bytes:
+        metadata = (("authorization", header),) if header else ()
         try:
-            reply: bytes = await rpc(message, timeout=timeout_s, metadata=self._metadata())
+            reply: bytes = await rpc(message, timeout=timeout_s, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
                 raise _KeyRefused from None
-            raise _torchserve_grpc_error(self._name, exc) from None
+            raise _torchserve_grpc_error(self._name, exc, model) from None
         return reply
 
     async def predict(self, model: str, version: str, body: bytes, endpoint: str, timeout_s: float) -> bytes:
         message = pb.PredictionsRequest(model_name=model, model_version=version, input={_INPUT: body})
         wire = message.SerializeToString()
         rpc = self._predictions[endpoint]
-        reply = await _with_fresh_key(self._key, self._name, lambda: self._call(rpc, wire, timeout_s))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s  # one deadline for the call and its retry with a renewed key
+
+        def call(header: str) -> Awaitable[bytes]:
+            return self._call(rpc, wire, max(deadline - loop.time(), 0.001), header, model)
+
+        reply = await _with_fresh_key(self._key, self._name, call)
         try:
-            return pb.PredictionResponse.FromString(reply).prediction
+            prediction = pb.PredictionResponse.FromString(reply).prediction
         except DecodeError:
             raise BackendError(
                 f"backend '{self._name}' answered with bytes that are not a PredictionResponse"
             ) from None
+        if not prediction.startswith(payload.MAGIC):
+            # TorchServe 0.12 sends the handler's per-request status only over REST: over gRPC a refused
+            # request arrives as a successful reply whose prediction is the handler's error body.
+            raise _handler_error(self._name, prediction)
+        return prediction
 
     async def ping(self, endpoint: str) -> bool:
         try:
-            reply = await self._call(self._pings[endpoint], b"", self._probe_timeout_s)
+            reply = await self._call(self._pings[endpoint], b"", self._probe_timeout_s, self._key.header())
             return pb.TorchServeHealthResponse.FromString(reply).health.find("Healthy") >= 0
         except (GatewayError, _KeyRefused, DecodeError):  # any failure of the probe is "not ready"
             return False
@@ -229,15 +255,30 @@ class _GrpcTransport:
             await channel.close()
 
 
-def _torchserve_grpc_error(backend: str, exc: grpc.aio.AioRpcError) -> GatewayError:
-    """TorchServe's gRPC errors: the handler's own refusal travels as the status details, in TorchServe's
-    error shape, and keeps its HTTP meaning (a 400 from the handler is the client's INVALID_ARGUMENT)."""
-    code, _kind, message = payload.decode_error((exc.details() or "").encode())
+# How TorchServe 0.12's gRPC API says a model (or a version of it) is not there: INTERNAL, with the Java
+# exception's name in the details.
+_NOT_FOUND_EXCEPTIONS: Final = ("ModelNotFoundException", "ModelVersionNotFoundException")
+
+
+def _torchserve_grpc_error(backend: str, exc: grpc.aio.AioRpcError, model: str) -> GatewayError:
+    """A failed gRPC call: an unknown model or version is NOT_FOUND (TorchServe says INTERNAL, naming
+    the exception); the rest by the shared rules."""
+    details = exc.details() or ""
+    if exc.code() == grpc.StatusCode.INTERNAL and any(name in details for name in _NOT_FOUND_EXCEPTIONS):
+        return ModelNotFound(model)
+    return grpc_error(backend, exc)
+
+
+def _handler_error(backend: str, body: bytes) -> GatewayError:
+    """The project's handler refused one request (its body in TorchServe's error shape): a 400 is the
+    client's (the handler's message names the fault), anything else the backend's."""
+    code, kind, message = payload.decode_error(body)
     if code == 400 and message:
         return GatewayError(message, code=ErrorCode.INVALID_ARGUMENT)
     if code == 404 and message:
         return GatewayError(message, code=ErrorCode.NOT_FOUND)
-    return grpc_error(backend, exc)
+    log.warning("backend '%s': the model failed (%s %s): %s", backend, code, clip(kind, 64), clip(message))
+    return BackendError(f"backend '{backend}': the model failed ({clip(kind, 64) or 'not a tensor payload'})")
 
 
 class _RestTransport:
@@ -255,8 +296,8 @@ class _RestTransport:
         self._probe_timeout_s = settings.health_check_timeout_s
         self._client = pooled_client(settings.timeout_s, transport)
 
-    def _headers(self, **extra: str) -> dict[str, str]:
-        header = self._key.header()
+    @staticmethod
+    def _headers(header: str, **extra: str) -> dict[str, str]:
         return {**extra, "authorization": header} if header else dict(extra)
 
     async def _send(self, method: str, url: str, timeout_s: float, **kwargs: Any) -> httpx.Response:
@@ -271,8 +312,8 @@ class _RestTransport:
         if version:
             url += "/" + quote(version, safe="")
 
-        async def call() -> httpx.Response:
-            headers = self._headers(**{"content-type": payload.CONTENT_TYPE})
+        async def call(header: str) -> httpx.Response:
+            headers = self._headers(header, **{"content-type": payload.CONTENT_TYPE})
             return await self._send("POST", url, timeout_s, content=body, headers=headers)
 
         try:
@@ -280,6 +321,8 @@ class _RestTransport:
                 reply = await _with_fresh_key(self._key, self._name, call)
         except TimeoutError:
             raise DeadlineExceeded(f"backend '{self._name}' did not answer within the deadline") from None
+        if reply.status_code == 503:
+            raise _unavailable(self._name, reply)
         if reply.status_code != 200:
             raise status_error(self._name, reply, _error_message)
         return reply.content
@@ -287,7 +330,10 @@ class _RestTransport:
     async def ping(self, endpoint: str) -> bool:
         try:
             reply = await self._send(
-                "GET", f"http://{endpoint}/ping", self._probe_timeout_s, headers=self._headers()
+                "GET",
+                f"http://{endpoint}/ping",
+                self._probe_timeout_s,
+                headers=self._headers(self._key.header()),
             )
         except (GatewayError, _KeyRefused):
             return False
@@ -295,6 +341,16 @@ class _RestTransport:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _unavailable(backend: str, reply: httpx.Response) -> GatewayError:
+    """TorchServe's 503s: a full job queue sheds load (RESOURCE_EXHAUSTED: the DataPlane moves the call to
+    another endpoint without ejecting this one); a failed prediction is the model's failure. Neither means
+    the endpoint is down, which a plain 503 would (and eject it)."""
+    _code, kind, _message = payload.decode_error(reply.content)
+    if kind == "ServiceUnavailableException":
+        return GatewayError(f"backend '{backend}' is overloaded", code=ErrorCode.RESOURCE_EXHAUSTED)
+    return BackendError(f"backend '{backend}': the model failed ({clip(kind, 64) or 'HTTP 503'})")
 
 
 def _error_message(reply: httpx.Response) -> str | None:

@@ -3,6 +3,7 @@ the inference key on every call and its renewal, metadata from the handler's sig
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -110,3 +111,34 @@ async def test_metadata_readiness_and_errors() -> None:
     assert await client.ready(ENDPOINT) is True
     await client.close()
     assert await backend(FakeTorchServe("k"), inference_key="wrong").ready(ENDPOINT) is False
+
+
+async def test_concurrent_refusals_all_retry_with_the_renewed_key(tmp_path: Path) -> None:
+    """Many calls refused at once after a renewal: each retries with the key read again, none is a 502
+    (only the first call's refresh sees the file change; the others see a key different from theirs)."""
+    key_file = tmp_path / "key_file.json"
+    key_file.write_text(json.dumps({"inference": {"key": "old"}}))
+    fake = FakeTorchServe("old")
+    client = backend(fake, inference_key_file=str(key_file))
+    await client.infer(request(), ENDPOINT, 5.0)
+    fake.key = "renewed"
+    key_file.write_text(json.dumps({"inference": {"key": "renewed"}}))
+    answers = await asyncio.gather(*(client.infer(request(), ENDPOINT, 5.0) for _ in range(5)))
+    assert len(answers) == 5
+    await client.close()
+
+
+async def test_a_full_queue_sheds_load_and_a_failed_prediction_is_the_models() -> None:
+    """TorchServe's 503s: ServiceUnavailableException is RESOURCE_EXHAUSTED (moved elsewhere, not ejected),
+    InternalServerException ('Prediction failed') the model's failure; neither reads as 'endpoint down'."""
+
+    def busy(kind: str) -> Callable[[httpx.Request], httpx.Response]:
+        return lambda _: httpx.Response(503, json={"code": 503, "type": kind, "message": "x"})
+
+    shed = backend(busy("ServiceUnavailableException"), inference_key="k")
+    with pytest.raises(GatewayError) as overloaded:
+        await shed.infer(request(), ENDPOINT, 5.0)
+    assert overloaded.value.code is ErrorCode.RESOURCE_EXHAUSTED
+    failed = backend(busy("InternalServerException"), inference_key="k")
+    with pytest.raises(BackendError, match="the model failed"):
+        await failed.infer(request(), ENDPOINT, 5.0)
