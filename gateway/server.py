@@ -41,10 +41,13 @@ class InferenceServer(Protocol):
         """Called by a listener once per infer call with the wire sizes, after the response is encoded."""
         ...
 
-    def observe_rejected(self, model: str, context: RequestContext, error: GatewayError) -> None:
+    def observe_rejected(
+        self, model: str, context: RequestContext, error: GatewayError, version: str = ""
+    ) -> None:
         """Called by a listener for an infer call refused before `infer` (undecodable, over a limit).
 
-        `model` is the name the client asked for: implementations must bound it before using it as a
-        metric label.
+        `model` and `version` are what the client asked for ("" when unknown): implementations must bound
+        them before using them as metric labels. The version picks the route (and so the backend and
+        framework labels) as `infer` would.
         """
         ...

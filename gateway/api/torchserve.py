@@ -66,7 +66,9 @@ def health_body(healthy: bool) -> bytes:
     return json.dumps({"status": "Healthy" if healthy else "Unhealthy"}, indent=2).encode()
 
 
-def refused(server: InferenceServer, model: str, context: RequestContext, exc: Exception) -> GatewayError:
+def refused(
+    server: InferenceServer, model: str, context: RequestContext, exc: Exception, version: str = ""
+) -> GatewayError:
     """Count a call refused before inference once, and return the error to raise: `exc` itself when it
     is a `GatewayError`, else (a bug) an opaque INTERNAL error, logged with its traceback."""
     if isinstance(exc, GatewayError):
@@ -74,7 +76,7 @@ def refused(server: InferenceServer, model: str, context: RequestContext, exc: E
     else:
         log.exception("predictions of model '%s' failed before inference", clip(model), exc_info=exc)
         error = GatewayError("internal error", code=ErrorCode.INTERNAL)
-    server.observe_rejected(model, context, error)
+    server.observe_rejected(model, context, error, version)
     return error
 
 
@@ -95,7 +97,7 @@ async def predictions(
     try:
         tensors, outputs, metadata_query = payload.parse_request(body)
     except Exception as exc:
-        raise refused(server, model, context, exc) from None
+        raise refused(server, model, context, exc, version) from None
     if metadata_query:
         metadata = await server.model_metadata(model, version)
         signature = Signature(tuple(metadata.inputs), tuple(metadata.outputs))

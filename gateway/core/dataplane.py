@@ -312,10 +312,13 @@ class DataPlane:
             finally:
                 endpoint.in_flight -= 1
 
-    def observe_rejected(self, model: str, context: RequestContext, error: GatewayError) -> None:
-        """Count an infer call a listener refused, under the route's labels when the model is routed."""
+    def observe_rejected(
+        self, model: str, context: RequestContext, error: GatewayError, version: str = ""
+    ) -> None:
+        """Count an infer call a listener refused, under the labels of the route `infer` would have taken
+        (the client's version picks it: version "tfserving" of a model is another backend's)."""
         try:
-            route = self._router.match(model, "")
+            route = self._router.match(model, version)
         except GatewayError:
             label, version, backend, framework = UNKNOWN_MODEL, "", "", ""
         else:

@@ -190,7 +190,7 @@ class InferenceServicer:
                 inference_request = codec.request_from_proto(request)
                 call.deadline = deadline_from(inference_request.parameters, context.time_remaining())
             except GatewayError as exc:
-                self._server.observe_rejected(request.model_name, call, exc)
+                self._server.observe_rejected(request.model_name, call, exc, request.model_version)
                 raise
             response = await self._server.infer(inference_request, call)
             return codec.response_to_proto(response, inference_request)

@@ -85,12 +85,12 @@ class TFServingServicer:
                 signature = check_signature(named)
                 call.deadline = deadline_from({}, context.time_remaining())
             except GatewayError as exc:
-                self._server.observe_rejected(model, call, exc)
+                self._server.observe_rejected(model, call, exc, spec_version(message.model_spec))
                 raise
             except Exception:
                 log.exception("predict of model '%s' failed before inference", clip(model))
                 internal = GatewayError("internal error", code=ErrorCode.INTERNAL)
-                self._server.observe_rejected(model, call, internal)
+                self._server.observe_rejected(model, call, internal, spec_version(message.model_spec))
                 raise internal from None
             response = await self._server.infer(request, call)
         try:

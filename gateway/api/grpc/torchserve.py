@@ -70,7 +70,7 @@ class TorchServeServicer:
                 body = _payload(message)
                 call.deadline = deadline_from({}, context.time_remaining())
             except Exception as exc:
-                raise refused(self._server, model, call, exc) from None
+                raise refused(self._server, model, call, exc, message.model_version) from None
             answer, is_json = await predictions(self._server, model, message.model_version, body, call)
         reply = pb.PredictionResponse(prediction=answer).SerializeToString()
         if not is_json:  # a metadata query has no inference to account for

@@ -146,14 +146,14 @@ def create_app(
                     inference_request = codec.complete_raw_request(inference_request, metadata.inputs)
                 context.deadline = deadline_from(inference_request.parameters)
             except GatewayError as exc:
-                server.observe_rejected(model, context, exc)  # counted: it never reaches `infer`
+                server.observe_rejected(model, context, exc, version)  # counted: it never reaches `infer`
                 raise
             except Exception:
                 # A decoding bug: answered "internal error" by the app's handler, and counted like any
                 # other refusal (under INTERNAL) so the error rate shows it.
                 log.exception("decoding an infer request for model '%s' failed unexpectedly", clip(model))
                 internal = GatewayError("internal error", code=ErrorCode.INTERNAL)
-                server.observe_rejected(model, context, internal)
+                server.observe_rejected(model, context, internal, version)
                 raise internal from None
             response = await server.infer(inference_request, context)
         payload, json_length = codec.encode_infer_response(response, inference_request)

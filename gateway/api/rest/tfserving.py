@@ -119,12 +119,12 @@ class TFServingRoute(BaseRoute):
                 if row_format:  # refused now, not once the model has run and been counted
                     codec.check_row_format(metadata.outputs)
             except GatewayError as exc:
-                self._server.observe_rejected(model, context, exc)  # counted: it never reaches `infer`
+                self._server.observe_rejected(model, context, exc, version)  # counted: never reaches `infer`
                 raise
             except Exception:
                 log.exception("predict of model '%s' failed before inference", clip(model))
                 internal = GatewayError("internal error", code=ErrorCode.INTERNAL)
-                self._server.observe_rejected(model, context, internal)
+                self._server.observe_rejected(model, context, internal, version)
                 raise internal from None
             response = await self._server.infer(InferenceRequest(model, inputs, version), context)
         payload = codec.encode_predict_response(response.outputs, row_format)

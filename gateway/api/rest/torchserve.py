@@ -136,7 +136,7 @@ class TorchServeRoute(BaseRoute):
                 context.received_at = time.monotonic()
                 body = decode_content(wire, request.headers.get("content-encoding"), self._max_request_bytes)
             except Exception as exc:
-                raise refused(self._server, model, context, exc) from None
+                raise refused(self._server, model, context, exc, version) from None
             answer, is_json = await predictions(self._server, model, version, body, context)
         if is_json:  # a metadata query: no inference to account for
             return _json(answer)

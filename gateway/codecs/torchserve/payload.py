@@ -50,6 +50,8 @@ MAX_HEADER_BYTES: Final = 1 << 20
 """A header longer than this is refused before parsing (a header is ~80 bytes per tensor)."""
 
 _PREFIX: Final = struct.Struct("<4sI")
+_KEY_REFUSED_TYPE: Final = "InvalidKeyException"
+_KEY_REFUSAL_MAX_BYTES: Final = 4096  # TorchServe's refusal is ~150 bytes; a larger body is no refusal
 _PAD: Final = bytes(ALIGNMENT)
 
 
@@ -119,16 +121,28 @@ def error_body(code: int, kind: str, message: str) -> bytes:
 
 
 def decode_error(body: bytes) -> tuple[int, str, str]:
-    """`(code, type, message)` of a TorchServe error body; (0, "", text) if it is not that shape."""
+    """`(code, type, message)` of a TorchServe error body; (0, "", text) if it is not that shape. The
+    message (and the text) are clipped: an upstream's or a model's, they may be of any length."""
     try:
         parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         return 0, "", clip(body.decode("utf-8", "replace"))
     if isinstance(parsed, dict):
         code, kind, message = parsed.get("code"), parsed.get("type"), parsed.get("message")
         if isinstance(code, int) and isinstance(kind, str) and isinstance(message, str):
-            return code, kind, message
+            return code, clip(kind), clip(message)
     return 0, "", clip(body.decode("utf-8", "replace"))
+
+
+def is_key_refusal(status: int, body: bytes) -> bool:
+    """Whether an answer is TorchServe refusing the bearer key (its `InvalidKeyException`, HTTP 400 in
+    0.12.0), not a handler's or a model's own 400: the error body's `type` must say so, not merely its
+    text (a handler's message may quote a client's string, "InvalidKeyException" included)."""
+    if status not in (400, 401, 403) or len(body) > _KEY_REFUSAL_MAX_BYTES:
+        return False
+    if _KEY_REFUSED_TYPE.encode() not in body:  # cheap: most 4xx bodies are not refusals
+        return False
+    return decode_error(body)[1] == _KEY_REFUSED_TYPE
 
 
 def _encode(key: str, tensors: Sequence[Tensor], extra: dict[str, Any], error: type[GatewayError]) -> bytes:
@@ -176,8 +190,10 @@ def _split(
         raise error(f"{what} payload: header length {length} runs past the end ({body.nbytes} bytes)")
     try:
         header = json.loads(bytes(body[_PREFIX.size : end]))
+    except RecursionError:  # a header of arrays nested thousands deep: a client's, not our fault
+        raise error(f"{what} payload: header is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise error(f"{what} payload: header is not JSON ({exc})") from None
+        raise error(f"{what} payload: header is not JSON ({clip(str(exc))})") from None
     if not isinstance(header, dict) or not isinstance(header.get(key), list):
         raise error(f"{what} payload: header must be an object with a list '{key}'")
     return header, body, end

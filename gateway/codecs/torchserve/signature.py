@@ -66,6 +66,8 @@ def loads_signature(text: str | bytes, source: str = FILENAME) -> Signature:
     """`parse_signature` of a JSON text; ConfigError if it is not JSON."""
     try:
         document = json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{source}: not a signature (JSON nested too deeply)") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: not JSON ({exc})") from None
     return parse_signature(document, source)

@@ -36,6 +36,7 @@ class FakeServer:
     called: asyncio.Event = field(default_factory=asyncio.Event)
     # (model, protocol, code) of each call the listener refused before `infer`.
     rejected: list[tuple[str, str, str]] = field(default_factory=list)
+    rejected_versions: list[str] = field(default_factory=list)  # the version each refusal named
     # (bytes_in, bytes_out) of each inference the listener answered.
     transfers: list[tuple[int, int]] = field(default_factory=list)
 
@@ -67,5 +68,8 @@ class FakeServer:
     def observe_transfer(self, context: RequestContext, bytes_in: int, bytes_out: int) -> None:
         self.transfers.append((bytes_in, bytes_out))
 
-    def observe_rejected(self, model: str, context: RequestContext, error: GatewayError) -> None:
+    def observe_rejected(
+        self, model: str, context: RequestContext, error: GatewayError, version: str = ""
+    ) -> None:
         self.rejected.append((model, context.protocol, error.code.name))
+        self.rejected_versions.append(version)

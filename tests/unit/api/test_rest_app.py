@@ -190,3 +190,12 @@ async def test_an_unexpected_decoding_failure_is_answered_and_counted(
     assert reply.status_code == 500 and orjson.loads(reply.content) == {"error": "internal error"}
     assert server.rejected == [("m", "rest", "INTERNAL")]
     assert "a decoding bug" in caplog.text
+
+
+async def test_a_refusal_names_the_version_asked_for() -> None:
+    """A request refused before inference is reported with its version, which picks the route counted."""
+    server = FakeServer()
+    async with _client(server) as client:
+        reply = await client.post("/v2/models/m/versions/7/infer", content=b"{not json")
+    assert reply.status_code == 400
+    assert server.rejected_versions == ["7"]

@@ -496,3 +496,15 @@ async def test_model_config_is_derived_from_metadata_and_batching() -> None:
     assert (config.name, config.max_batch_size, config.preferred_batch_sizes) == ("cnn", 8, [4, 8])
     assert config.max_queue_delay_microseconds == 500
     assert [t.shape for t in config.inputs] == [(3,)]
+
+
+def test_a_refusal_is_counted_under_the_route_its_version_picks() -> None:
+    """A refused request for version "tfserving" is the tfserving route's (backend and framework), not the
+    any-version route's: the framework comparison's error ratios depend on it."""
+    routes = (Route("cnn", "", "jax", "double"), Route("cnn", "tfserving", "jax", "double"))
+    plane, _, _, metrics = make_plane(routes=routes)
+    context = RequestContext("grpc")
+    plane.observe_rejected("cnn", context, InvalidRequest("bad"), "tfserving")
+    assert context.version_label == "tfserving"
+    assert requests_total(metrics, version="tfserving", code="INVALID_ARGUMENT") == 1
+    assert requests_total(metrics, version="", code="INVALID_ARGUMENT") == 0
