@@ -115,6 +115,10 @@ class TorchServeBackend:
         body = payload.encode_request(request.inputs, outputs)
         version = _version(request.model_version, options)
         reply = await self._predict(request.model_name, version, body, endpoint, timeout_s)
+        if not reply.startswith(payload.MAGIC):
+            # TorchServe 0.12 sends the handler's per-request status only over REST: over gRPC a refused
+            # request arrives as a successful reply whose prediction is the handler's error body.
+            raise _handler_error(self.name, reply)
         try:
             tensors = payload.decode_response(reply)
         except BackendError as exc:
@@ -129,6 +133,9 @@ class TorchServeBackend:
         reply = await self._predict(
             name, version, payload.encode_metadata_request(), endpoint, self._timeout_s
         )
+        code, _kind, _message = payload.decode_error(reply)
+        if code:  # the handler's error body (over gRPC, in an OK reply), not the signature
+            raise _handler_error(self.name, reply)
         try:
             signature = loads_signature(reply, "the model's signature")
         except ConfigError as exc:
@@ -237,10 +244,6 @@ class _GrpcTransport:
             raise BackendError(
                 f"backend '{self._name}' answered with bytes that are not a PredictionResponse"
             ) from None
-        if not prediction.startswith(payload.MAGIC):
-            # TorchServe 0.12 sends the handler's per-request status only over REST: over gRPC a refused
-            # request arrives as a successful reply whose prediction is the handler's error body.
-            raise _handler_error(self._name, prediction)
         return prediction
 
     async def ping(self, endpoint: str) -> bool:

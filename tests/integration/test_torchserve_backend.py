@@ -16,7 +16,11 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from gateway.backends.torchserve import TorchServeBackend
+from gateway.errors import ErrorCode, GatewayError
 from gateway.local_stack import LocalStack
+from gateway.settings import TorchServeBackendSettings
+from gateway.types import InferenceRequest, Tensor
 from runtimes.examples.specs import SPECS, sample_inputs
 from tests.integration.processes import gateway_process
 
@@ -99,3 +103,35 @@ def test_a_refused_key_is_the_backends_fault_and_a_mended_file_is_picked_up(
     finally:
         shutil.copy(real_key_file, key_copy)
     assert _infer(rest).shape == (4, 4)  # read again at the refusal: no restart, no wait
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "rest"])
+async def test_the_real_handlers_refusals_map_to_the_clients_codes(stack: LocalStack, protocol: str) -> None:
+    """Straight from the backend (no gateway validation in front): the handler's 400 for a tensor that does
+    not fit the signature is INVALID_ARGUMENT naming it over both transports (TorchServe 0.12 sends it as
+    an OK reply over gRPC), and an unknown model is NOT_FOUND."""
+    if stack.torchserve is None:
+        pytest.skip("torch or TorchServe is not installed: the stack runs without TorchServe")
+    port = stack.ports.torchserve_grpc if protocol == "grpc" else stack.ports.torchserve_rest
+    endpoint = f"{stack.ports.host}:{port}"
+    settings = TorchServeBackendSettings(
+        kind="torchserve",
+        protocol=protocol,  # type: ignore[arg-type]
+        endpoints=[endpoint],
+        inference_key_file=str(stack.torchserve.command.key_file),
+    )
+    backend = TorchServeBackend("ts", settings)
+    wrong = np.zeros((1, 3), dtype=np.float32)  # the model takes 16 features
+    try:
+        with pytest.raises(GatewayError) as refused:
+            await backend.infer(
+                InferenceRequest("mlp", [Tensor("features", "FP32", wrong.shape, wrong)]), endpoint, 30
+            )
+        assert refused.value.code is ErrorCode.INVALID_ARGUMENT and "features" in refused.value.message
+        with pytest.raises(GatewayError) as missing:
+            await backend.infer(
+                InferenceRequest("nope", [Tensor("features", "FP32", wrong.shape, wrong)]), endpoint, 30
+            )
+        assert missing.value.code is ErrorCode.NOT_FOUND
+    finally:
+        await backend.close()
