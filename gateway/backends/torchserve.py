@@ -306,7 +306,7 @@ class _RestTransport:
     async def _send(self, method: str, url: str, timeout_s: float, **kwargs: Any) -> httpx.Response:
         with map_http_errors(self._name):
             reply = await self._client.request(method, url, timeout=timeout_s, **kwargs)
-        if reply.status_code in (400, 401, 403) and b"InvalidKeyException" in reply.content[:512]:
+        if payload.is_key_refusal(reply.status_code, reply.content):
             raise _KeyRefused
         return reply
 

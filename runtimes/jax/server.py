@@ -140,10 +140,14 @@ class JaxInferenceServer:
             seconds = time.perf_counter() - start if model else None
             self._metrics.observe_request(model, version, code, seconds)
 
-    def observe_rejected(self, model: str, context: RequestContext, error: GatewayError) -> None:
-        """Counts a request the listener could not decode, under the model's name only if it is served."""
-        label = model if self._manager.versions(model) else ""
-        self._metrics.observe_request(label, "", error.code.name, None)
+    def observe_rejected(
+        self, model: str, context: RequestContext, error: GatewayError, version: str = ""
+    ) -> None:
+        """Counts a request the listener could not decode, under the model's name (and the version asked
+        for) only if it is served: labels stay bounded."""
+        served = self._manager.versions(model)
+        label = model if served else ""
+        self._metrics.observe_request(label, version if version in served else "", error.code.name, None)
 
     def observe_transfer(self, context: RequestContext, bytes_in: int, bytes_out: int) -> None:
         """Counts wire bytes for requests that resolved to a model (others have no bounded label)."""

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import grpc
 
+from gateway.backends.grpc_client import open_channel
 from runtimes.torchserve.podkey import PodKey
 from runtimes.torchserve.relay import KEY_REFUSED, CallerKey
 
@@ -140,12 +141,16 @@ async def start_grpc_relay(
 ) -> tuple[grpc.aio.Server, int, grpc.aio.Channel]:
     """A started gRPC server relaying to `upstream`, the port it bound, and its one channel to TorchServe
     (close it after the server stops)."""
-    options = [
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.max_receive_message_length", max_message_bytes),
-    ]
-    channel = grpc.aio.insecure_channel(upstream, options=options)
-    server = grpc.aio.server(options=[*options, ("grpc.so_reuseport", 0)])
+    # The gateway's own channel (message limits, keepalive only during calls, room for long status
+    # details); to one loopback address its round-robin balancing changes nothing.
+    channel = open_channel(upstream, max_message_bytes)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
     server.add_generic_rpc_handlers((GrpcRelay(caller, pod, channel).handler(),))
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:

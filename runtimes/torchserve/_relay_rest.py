@@ -1,8 +1,11 @@
 """The key relay's REST side: a plain ASGI app (served by uvicorn) forwarding TorchServe's inference API.
 
 A request body is read whole, up to `max_request_bytes` (TorchServe's `max_request_size` caps it
-anyway), so a call TorchServe refuses for the pod's key can be sent again; the answer is streamed back
-as it comes. Connections to TorchServe on loopback are pooled (one httpx client).
+anyway), with the gateway's own `read_body` (a starlette `Request` over this app's ASGI scope), so a
+call TorchServe refuses for the pod's key can be sent again; the answer is streamed back as it comes.
+Connections to TorchServe on loopback are pooled (one httpx client). Errors are in TorchServe's shape
+(`payload.error_body`), and a refused pod key is told apart with `payload.is_key_refusal`, as the
+gateway's TorchServe backend does.
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
 import httpx
+from starlette.requests import Request
 
+from gateway.api.rest.body import read_body
+from gateway.codecs.torchserve.payload import error_body, is_key_refusal
+from gateway.errors import GatewayError, PayloadTooLarge
 from runtimes.torchserve.podkey import PodKey
 from runtimes.torchserve.relay import KEY_REFUSED, CallerKey
 
@@ -64,36 +71,20 @@ def _is_forwarded(method: str, path: str) -> bool:
     return method in ("POST", "PUT") and path.startswith("/predictions/") and len(path) > len("/predictions/")
 
 
-async def _respond(send: Send, status: int, body: dict[str, Any]) -> None:
-    data = json.dumps(body).encode()
+async def _respond(send: Send, status: int, data: bytes) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
 
 
+async def _status(send: Send, status: int, text: str) -> None:
+    """The relay's own health answers: `{"status": text}`."""
+    await _respond(send, status, json.dumps({"status": text}).encode())
+
+
 async def _error(send: Send, status: int, kind: str, message: str) -> None:
     """An error in TorchServe's shape, so clients of TorchServe read it as theirs."""
-    await _respond(send, status, {"code": status, "type": kind, "message": message})
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ConnectionResetError
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    await _respond(send, status, error_body(status, kind, message))
 
 
 class RestRelay:
@@ -128,13 +119,11 @@ class RestRelay:
         method, path = scope["method"], scope["path"]
         if path.startswith("/relay/") and method == "GET":
             if path == "/relay/live":
-                await _respond(send, 200, {"status": "Alive"})
+                await _status(send, 200, "Alive")
                 return
             if path == "/relay/ready":
                 healthy = await self.upstream_healthy()
-                await _respond(
-                    send, 200 if healthy else 503, {"status": "Healthy" if healthy else "Unhealthy"}
-                )
+                await _status(send, 200 if healthy else 503, "Healthy" if healthy else "Unhealthy")
                 return
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         authorization = next((v.decode("latin-1") for k, v in headers if k.lower() == b"authorization"), None)
@@ -150,20 +139,12 @@ class RestRelay:
                 "POST/PUT /predictions/... and GET /ping only.",
             )
             return
-        length = next((v for k, v in headers if k.lower() == b"content-length"), b"0")
         try:
-            if int(length) > self._max_request_bytes:
-                raise _TooLarge
-            body = await _read_body(receive, self._max_request_bytes)
-        except _TooLarge:
-            await _error(
-                send, 413, "RequestEntityTooLarge", f"the request is over {self._max_request_bytes} bytes"
-            )
+            body = await read_body(Request(scope, receive), self._max_request_bytes)
+        except PayloadTooLarge as exc:
+            await _error(send, 413, "RequestEntityTooLarge", exc.message)
             return
-        except ValueError:
-            await _error(send, 400, "BadRequestException", "invalid Content-Length")
-            return
-        except ConnectionResetError:
+        except GatewayError:  # the caller went away while sending: nobody is left to answer
             return
         target = self._upstream + scope.get("raw_path", path.encode()).decode("latin-1")
         if scope.get("query_string"):
@@ -181,10 +162,10 @@ class RestRelay:
                 method, url, headers=forwarded_headers(headers, pod_header), content=body
             )
             reply = await self._client.send(request, stream=True)
-            if reply.status_code != 400:
+            if reply.status_code not in (400, 401, 403):
                 return reply
             await reply.aread()
-            if b"InvalidKeyException" not in reply.content[:512]:
+            if not is_key_refusal(reply.status_code, reply.content):
                 return reply
             await reply.aclose()
             if attempt == 0 and not await self._pod.recover(pod_header):

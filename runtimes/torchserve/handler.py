@@ -18,9 +18,10 @@ whole batch, every request answered 503 `{"code":503,"type":"InternalServerExcep
 "Prediction failed"}`, with no detail. So this handler never lets one escape: it sets a status per
 request (`context.set_response_status(code, phrase, index)`), which TorchServe sends as that request's
 HTTP status with the body returned for it, in TorchServe's own error shape
-(`payload.error_body`): 400 `InvalidRequest` for a bad payload (the message names the fault), 500
-`ModelError` when the model raises (the exception's class only; its text and traceback go to the model
-log) or returns what the signature does not describe.
+(`payload.error_body`): 400 `InvalidRequest` for a bad payload (the message names the fault, client
+strings in it clipped), 500 `ModelError` when the model raises, returns what the signature does not
+describe or what cannot be encoded, or when decoding one request fails unexpectedly (the exception's
+class only; its text and traceback go to the model log). Each such failure is its request's alone.
 
 Model loading: a TorchScript file (`serializedFile` ending in `.pt`, loaded with `torch.jit.load`), or
 an eager module: the archive's `eager.json` names a Python file in the archive and a factory in it that
@@ -49,8 +50,9 @@ from gateway.codecs.torchserve.payload import (
 )
 from gateway.codecs.torchserve.signature import FILENAME as SIGNATURE_FILE
 from gateway.codecs.torchserve.signature import Signature, loads_signature
+from gateway.codecs.v2.tensors import fmt_shape, owner
 from gateway.datatypes import NUMPY_DTYPES
-from gateway.errors import GatewayError, InvalidRequest
+from gateway.errors import GatewayError, InvalidRequest, clip
 from gateway.types import Tensor, TensorMetadata
 
 EAGER_FILE: Final = "eager.json"
@@ -142,6 +144,12 @@ class TensorHandler:
                 prepared.append(_prepare(index, tensors, outputs, signature))
             except GatewayError as exc:
                 answers[index] = _fail(context, index, 400, "InvalidRequest", exc.message)
+            except RecursionError:  # JSON nested deeper than the interpreter's stack: the client's doing
+                answers[index] = _fail(context, index, 400, "InvalidRequest", "payload nested too deeply")
+            except Exception as exc:  # a bug of ours on this request: it alone fails, not the whole batch
+                _log.exception("decoding request %d of a batch of %d failed", index, len(requests))
+                message = f"the handler failed on the request ({type(exc).__name__}); see the model log"
+                answers[index] = _fail(context, index, 500, "ModelError", message)
         for group in _groups(prepared, signature.batchable):
             try:
                 results = self._run(group, signature)
@@ -157,8 +165,7 @@ class TensorHandler:
                     answers[item.index] = _fail(context, item.index, 500, "ModelError", message)
                 continue
             for item, tensors_out in zip(group, results, strict=True):
-                answers[item.index] = encode_response(tensors_out)
-                _set_type(context, item.index, CONTENT_TYPE)
+                answers[item.index] = _encode(context, item.index, tensors_out)
         return answers
 
     def _run(self, group: list[_Prepared], signature: Signature) -> list[list[Tensor]]:
@@ -193,6 +200,19 @@ class TensorHandler:
         return results
 
 
+def _encode(context: Any, index: int, tensors: list[Tensor]) -> bytes:
+    """One request's response payload, or its own 500 when its outputs cannot be encoded (a BYTES
+    output holding numbers, say): the rest of the batch is answered."""
+    try:
+        answer = encode_response(tensors)
+    except Exception as exc:
+        _log.exception("encoding the outputs of request %d failed", index)
+        message = f"the model's outputs could not be encoded ({type(exc).__name__}); see the model log"
+        return _fail(context, index, 500, "ModelError", message)
+    _set_type(context, index, CONTENT_TYPE)
+    return answer
+
+
 def _body(request: dict[str, Any]) -> bytes | bytearray:
     """The payload of one request: a raw REST body ("body"), gRPC's `input["data"]`, or a sole field."""
     for key in ("body", "data"):
@@ -201,7 +221,8 @@ def _body(request: dict[str, Any]) -> bytes | bytearray:
             break
     else:
         if len(request) != 1:
-            raise InvalidRequest(f"expected one field 'body' or 'data', got {sorted(request)[:8]}")
+            fields = [clip(str(name), 64) for name in sorted(request, key=str)[:8]]
+            raise InvalidRequest(f"expected one field 'body' or 'data', got {fields}")
         (value,) = request.values()
     if not isinstance(value, bytes | bytearray):
         # TorchServe decodes application/json and text/* bodies itself: the payload is neither.
@@ -219,7 +240,7 @@ def _prepare(
     expected = [t.name for t in signature.inputs]
     unknown = sorted(set(given) - set(expected))
     if unknown:
-        raise InvalidRequest(f"unknown input '{unknown[0]}'; the model takes {expected}")
+        raise InvalidRequest(f"unknown {owner('input', unknown[0])}; the model takes {expected}")
     arrays = []
     rows: int | None = None
     for meta in signature.inputs:
@@ -232,7 +253,7 @@ def _prepare(
             )
         if not _fits(tensor.shape, meta.shape):
             raise InvalidRequest(
-                f"input '{meta.name}': shape {list(tensor.shape)} does not match {list(meta.shape)}"
+                f"input '{meta.name}': shape {fmt_shape(tensor.shape)} does not match {list(meta.shape)}"
             )
         if signature.batchable:
             if rows is not None and tensor.shape[0] != rows:
@@ -245,7 +266,7 @@ def _prepare(
         names = [t.name for t in signature.outputs]
         missing = [name for name in outputs if name not in names]
         if missing:
-            raise InvalidRequest(f"unknown output '{missing[0]}'; the model returns {names}")
+            raise InvalidRequest(f"unknown {owner('output', missing[0])}; the model returns {names}")
     return _Prepared(index, arrays, outputs)
 
 

@@ -24,7 +24,8 @@ directory at start: `{"management": {"key", "expiration time"}, "inference": {..
 Clients send `Authorization: Bearer <inference key>`; a missing or wrong key gets HTTP 400
 `InvalidKeyException`. The inference and management keys expire after `token_expiration_min`; the API
 key renews them (`GET <management>/token?type=inference`, `Authorization: Bearer <API key>`), which
-rewrites the file. `read_keys` reads it.
+rewrites the file. `read_keys` reads it with the project's one key-file parser
+(`gateway.backends.credentials.parse_key_file`).
 """
 
 from __future__ import annotations
@@ -42,22 +43,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Self
 
+from gateway.backends.credentials import TorchServeKeys, parse_key_file
 from runtimes.torchserve.config import TorchServeConfig, write_config
 
 KEY_FILE: Final = "key_file.json"
 STOP_TIMEOUT_S: Final = 15.0
-
-
-@dataclass(frozen=True, slots=True)
-class TorchServeKeys:
-    """The keys from `key_file.json`. Secrets: never log them."""
-
-    inference: str
-    management: str
-    api: str
-
-    def __repr__(self) -> str:
-        return "TorchServeKeys(<hidden>)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,16 +97,13 @@ def torchserve_command(
 
 
 def read_keys(key_file: Path) -> TorchServeKeys:
-    """The keys in TorchServe's `key_file.json`; ValueError if the file is not that shape."""
-    document = json.loads(key_file.read_text())
-    try:
-        return TorchServeKeys(
-            inference=str(document["inference"]["key"]),
-            management=str(document["management"]["key"]),
-            api=str(document["API"]["key"]),
-        )
-    except (KeyError, TypeError):
-        raise ValueError(f"{key_file}: not a TorchServe key file") from None
+    """The keys in TorchServe's `key_file.json` (`credentials.parse_key_file` of its text).
+
+    Raises:
+        OSError: The file cannot be read.
+        ValueError: It is not (or not yet: half-written) a key file.
+    """
+    return parse_key_file(key_file.read_text(encoding="utf-8"))
 
 
 def stop_process_group(proc: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> None:
@@ -169,6 +156,8 @@ class TorchServeProcess:
         self.started_in_s: float | None = None
 
     def start(self, timeout_s: float = 120.0) -> Self:
+        """Starts TorchServe and returns once it serves. RuntimeError if it exits first or is not ready
+        within `timeout_s`; its whole process group is stopped before that (or any other) error."""
         started = time.monotonic()
         # TorchServe writes new keys at every start: a key file left by an earlier run in this workdir
         # would be read first and never pass /ping.
@@ -184,22 +173,31 @@ class TorchServeProcess:
             start_new_session=True,
         )
         log.close()
-        deadline = started + timeout_s
+        try:
+            self._wait_ready(started + timeout_s, timeout_s)
+        except BaseException:
+            # The launcher may be gone while Java or its workers, in its process group, live on.
+            self.stop()
+            raise
+        self.started_in_s = time.monotonic() - started
+        return self
+
+    def _wait_ready(self, deadline: float, timeout_s: float) -> None:
+        """Returns once TorchServe serves; RuntimeError if it exits first or is not ready by `deadline`."""
+        assert self.proc is not None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"TorchServe exited with {self.proc.returncode}; see {self.log_path}")
             if self.keys is None and self.command.key_file.is_file():
-                with contextlib.suppress(ValueError):  # half-written: read it again next time
+                with contextlib.suppress(OSError, ValueError):  # half-written: read it again next time
                     self.keys = read_keys(self.command.key_file)
             if (
                 self.keys is not None
                 and _healthy(f"{self.inference_url}/ping", self.keys.inference)
                 and all(self._worker_ready(model) for model in self.models)
             ):
-                self.started_in_s = time.monotonic() - started
-                return self
+                return
             time.sleep(0.1)
-        self.stop()
         raise RuntimeError(f"TorchServe not healthy after {timeout_s:.0f} s; see {self.log_path}")
 
     def _worker_ready(self, model: str) -> bool:

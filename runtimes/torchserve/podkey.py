@@ -11,23 +11,23 @@ the new key is accepted. So `PodKey`:
 - reads the file again when TorchServe refuses the key (a restarted TorchServe wrote new keys) and renews
   when the file holds nothing newer (an expired key);
 - lets one caller at a time do that (`recover`), so a burst of refusals renews once.
+The file is read with the project's one key-file parser, `gateway.backends.credentials.parse_key_file`.
 Keys are secrets: never logged; `repr` hides them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Final
 
 import httpx
+
+from gateway.backends.credentials import TorchServeKeys, parse_key_file
 
 log = logging.getLogger(__name__)
 
@@ -41,49 +41,14 @@ class RenewError(Exception):
     """TorchServe's token API did not renew the inference key (the message names why, never a key)."""
 
 
-@dataclass(frozen=True, slots=True)
-class PodKeys:
-    """The inference and API keys of one `key_file.json`, and when the inference key expires."""
-
-    inference: str
-    api: str
-    expires_at: float | None  # epoch seconds; None when the file records none we can read
-
-    def __repr__(self) -> str:
-        return f"PodKeys(<hidden>, expires_at={self.expires_at})"
-
-
-def parse_key_file(text: str) -> PodKeys:
-    """The keys in the text of TorchServe's key file; ValueError if it is not (yet) that shape."""
-    document = json.loads(text)
-    try:
-        inference, api = document["inference"], document["API"]
-        keys = PodKeys(str(inference["key"]), str(api["key"]), _instant(inference.get("expiration time")))
-    except (KeyError, TypeError, AttributeError):
-        raise ValueError("not a TorchServe key file") from None
-    if not keys.inference or not keys.api:
-        raise ValueError("not a TorchServe key file")
-    return keys
-
-
-def _instant(value: object) -> float | None:
-    """Java's `Instant.toString()` (`2024-10-01T12:00:00.123456789Z`) as epoch seconds, or None."""
-    if not isinstance(value, str):
-        return None
-    # Python parses at most microseconds: drop the nanoseconds.
-    text = re.sub(r"(\.\d{6})\d+", r"\1", value.strip()).replace("Z", "+00:00")
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return None
-
-
-def renewal_due(keys: PodKeys, lifetime_s: float, now: float, fraction: float = RENEW_FRACTION) -> float:
+def renewal_due(
+    keys: TorchServeKeys, lifetime_s: float, now: float, fraction: float = RENEW_FRACTION
+) -> float:
     """When (epoch seconds) to renew: `fraction` of the lifetime after the key was drawn, that is
     `(1 - fraction) * lifetime_s` before it expires; from `now` when the expiration is unknown."""
-    if keys.expires_at is None:
+    if keys.inference_expires_at is None:
         return now + fraction * lifetime_s
-    return keys.expires_at - (1.0 - fraction) * lifetime_s
+    return keys.inference_expires_at - (1.0 - fraction) * lifetime_s
 
 
 class PodKey:
@@ -116,14 +81,14 @@ class PodKey:
         self._client = client
         self._clock = clock
         self._sleep = sleep
-        self._keys: PodKeys | None = None
+        self._keys: TorchServeKeys | None = None
         self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"PodKey({self._key_file}, <hidden>)"
 
     @property
-    def keys(self) -> PodKeys | None:
+    def keys(self) -> TorchServeKeys | None:
         return self._keys
 
     def header(self) -> str:
@@ -224,7 +189,7 @@ class PodKey:
                 await self._sleep(RETRY_S)
 
 
-def _when(keys: PodKeys) -> str:
-    if keys.expires_at is None:
+def _when(keys: TorchServeKeys) -> str:
+    if keys.inference_expires_at is None:
         return "an unknown time"
-    return datetime.fromtimestamp(keys.expires_at).astimezone().isoformat(timespec="seconds")
+    return datetime.fromtimestamp(keys.inference_expires_at).astimezone().isoformat(timespec="seconds")

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 # TorchServe's own words for a refused key (its TokenAuthorizationHandler and GRPCInterceptor).
 KEY_REFUSED: Final = "Token Authorization failed. Token either incorrect, expired, or not provided correctly"
 PREVIOUS_KEY_GRACE_S: Final = 120.0
+REFUSED_LOOK_S: Final = 1.0  # a refused key makes the relay look at the Secret file at most this often
 _BEARER: Final = re.compile(r"Bearer\s+(\S+)")
 
 
@@ -69,8 +70,10 @@ class RelaySettings:
 
 
 class CallerKey:
-    """The key a caller must bear: the Secret file's (`BearerKey`, looked at again at most once a second
-    and at once when a caller's key does not match).
+    """The key a caller must bear: the Secret file's (`BearerKey`, looked at again at most once a second,
+    and when a caller's key does not match: at once, unless a refused key already made it look within
+    the last second, so a caller sending bad keys cannot turn each one into a stat of the file or a
+    warning in the log).
 
     A rotated Secret reaches each pod's mount at its own time (the kubelet's sync period), so for
     `previous_key_grace_s` after the relay sees a new key it still admits the one before: a gateway pod
@@ -96,6 +99,7 @@ class CallerKey:
         self._current = self._key.header().encode()
         self._previous = b""
         self._previous_until = -math.inf
+        self._refused_look = -math.inf  # when a refused key last made it look at the file
 
     def __repr__(self) -> str:
         return "CallerKey(<hidden>)"
@@ -120,6 +124,10 @@ class CallerKey:
         if self._previous and self._clock() < self._previous_until:
             if hmac.compare_digest(presented, self._previous):
                 return True
+        now = self._clock()
+        if now - self._refused_look < REFUSED_LOOK_S:
+            return False
+        self._refused_look = now
         if self._key.refresh():  # rotated since the last look
             current = self._observe(self._key.header())
             return bool(current) and hmac.compare_digest(presented, current)

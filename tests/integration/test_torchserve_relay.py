@@ -27,6 +27,7 @@ from runtimes.torchserve.config import ModelEntry, TorchServeConfig
 from runtimes.torchserve.examples import export_examples
 from runtimes.torchserve.launcher import TorchServeProcess, torchserve_command
 from runtimes.torchserve.podkey import PodKey
+from runtimes.torchserve.relay import REFUSED_LOOK_S
 from tests.integration.processes import gateway_process
 
 pytest.importorskip("torch")
@@ -159,6 +160,9 @@ def test_rotating_the_secret_keeps_predictions_passing(pod: Pod) -> None:
     """A new key in the Secret file: the relay admits it at once, the gateway picks it up, answers keep
     coming; the old key is admitted only for the grace period (2 s here)."""
     old = pod.secret.read_text().strip()
+    # A refused key makes the relay look at the Secret at most once a second: let the last test's
+    # refusals age, so the first refusal of the new key is the one that makes it look.
+    time.sleep(REFUSED_LOOK_S)
     pod.secret.write_text("gateway-key-2-rotated\n")
     assert _relay_ping(pod, "gateway-key-2-rotated").status_code == 200
     assert _relay_ping(pod, old).status_code == 200  # within the grace period

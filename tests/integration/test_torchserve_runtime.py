@@ -65,7 +65,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         grpc_management_port=ports[4],
         heap_mb=128,
     )
-    process = TorchServeProcess(torchserve_command(config, root / "work"), config.inference_url())
+    process = TorchServeProcess(
+        torchserve_command(config, root / "work"),
+        config.inference_url(),
+        management_url=config.management_url(),
+        models=tuple(SPECS),
+    )
     process.start(timeout_s=120)
     assert process.keys is not None
     try:
@@ -157,3 +162,18 @@ def test_metadata_query_answers_the_signature(server: Server) -> None:
     response = _post(server, "transformer", encode_metadata_request())
     assert response.status_code == 200
     assert response.json() == signature_of(SPECS["transformer"]).to_json()
+
+
+def test_a_second_start_in_the_same_workdir_serves_with_new_keys(server: Server) -> None:
+    """Stopped and started again in its workdir (the last run's key_file.json still there), TorchServe
+    serves with the keys it drew anew; the old inference key is refused. Last in the module: it restarts
+    the module's server."""
+    old = server.key
+    server.process.stop()
+    assert server.process.command.key_file.is_file()  # the stale file start() must not read
+    server.process.start(timeout_s=120)
+    assert server.process.keys is not None and server.process.keys.inference != old
+    server.key = server.process.keys.inference
+    body = encode_request(_inputs("mlp", 1, seed=4))
+    assert _post(server, "mlp", body).status_code == 200
+    assert _post(server, "mlp", body, key=old).status_code == 400

@@ -50,6 +50,7 @@ MAX_HEADER_BYTES: Final = 1 << 20
 """A header longer than this is refused before parsing (a header is ~80 bytes per tensor)."""
 
 _PREFIX: Final = struct.Struct("<4sI")
+_MESSAGE_CHARS: Final = 1024  # an error message passed on: room for one naming a few tensors and shapes
 _KEY_REFUSED_TYPE: Final = "InvalidKeyException"
 _KEY_REFUSAL_MAX_BYTES: Final = 4096  # TorchServe's refusal is ~150 bytes; a larger body is no refusal
 _PAD: Final = bytes(ALIGNMENT)
@@ -130,7 +131,7 @@ def decode_error(body: bytes) -> tuple[int, str, str]:
     if isinstance(parsed, dict):
         code, kind, message = parsed.get("code"), parsed.get("type"), parsed.get("message")
         if isinstance(code, int) and isinstance(kind, str) and isinstance(message, str):
-            return code, clip(kind), clip(message)
+            return code, clip(kind), clip(message, _MESSAGE_CHARS)
     return 0, "", clip(body.decode("utf-8", "replace"))
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.backends.credentials import BearerKey
+import pytest
+
+from gateway.backends.credentials import BearerKey, parse_key_file
 
 
 class Clock:
@@ -66,3 +69,48 @@ def test_refresh_reads_at_once_and_keeps_the_last_good_key(tmp_path: Path) -> No
 def test_the_key_never_shows_in_repr(tmp_path: Path) -> None:
     """A key is a secret: repr names the backend only."""
     assert "s3cret" not in repr(BearerKey("ts", key="s3cret"))
+
+
+def test_key_file_parses_javas_instants_and_hides_keys() -> None:
+    """The three keys and both expirations (Java's nanoseconds dropped; None when unreadable); repr shows no
+    key."""
+    keys = parse_key_file(
+        json.dumps(
+            {
+                "management": {"key": "s3cret-m", "expiration time": "2025-06-15T13:00:00Z"},
+                "inference": {"key": "s3cret-i", "expiration time": "2025-06-15T12:00:00.123456789Z"},
+                "API": {"key": "s3cret-a"},
+            }
+        )
+    )
+    assert (keys.inference, keys.management, keys.api) == ("s3cret-i", "s3cret-m", "s3cret-a")
+    assert keys.inference_expires_at == datetime(2025, 6, 15, 12, 0, 0, 123456, UTC).timestamp()
+    assert keys.management_expires_at == datetime(2025, 6, 15, 13, tzinfo=UTC).timestamp()
+    assert "s3cret" not in repr(keys) and "s3cret" not in str(keys)
+    unknown = parse_key_file(
+        '{"management": {"key": "m", "expiration time": "soon"},'
+        ' "inference": {"key": "i"}, "API": {"key": "a"}}'
+    )
+    assert (unknown.inference_expires_at, unknown.management_expires_at) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"inference": {"key": "x"}',  # half-written
+        "{}",
+        "[]",
+        '{"inference": {"key": "i"}, "API": {"key": "a"}}',  # no management key
+        '{"inference": "x", "management": {"key": "m"}, "API": {"key": "a"}}',
+        '{"inference": {"key": ""}, "management": {"key": "m"}, "API": {"key": "a"}}',
+        '{"inference": {"key": 7}, "management": {"key": "m"}, "API": {"key": "a"}}',
+        '{"inference": {"key": "s3cret"}, "management": {"key": "m"}, "API": {"key": null}}',
+        "[" * 100_000 + "]" * 100_000,
+    ],
+)
+def test_key_file_parsing_is_strict(text: str) -> None:
+    """Anything but the three keys as non-empty strings is not a key file (ValueError naming no key); the
+    BearerKey then finds no key in it."""
+    with pytest.raises(ValueError, match="not a TorchServe key file") as caught:
+        parse_key_file(text)
+    assert "s3cret" not in str(caught.value)

@@ -19,6 +19,7 @@ from gateway.settings import TorchServeBackendSettings, TorchServeRouteOptions
 from gateway.types import InferenceRequest, RequestedOutput, Tensor
 
 ENDPOINT = "ts:8080"
+KEYS = {"management": {"key": "m"}, "API": {"key": "a"}}  # key_file.json's keys beside the inference one
 SIGNATURE = {
     "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}],
     "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 3]}],
@@ -80,12 +81,12 @@ async def test_infer_sends_the_payload_with_the_key() -> None:
 async def test_a_renewed_key_is_read_again_after_a_refusal(tmp_path: Path) -> None:
     """TorchServe refuses the old key: the key file is read again and the call retried once."""
     key_file = tmp_path / "key_file.json"
-    key_file.write_text(json.dumps({"inference": {"key": "old"}}))
+    key_file.write_text(json.dumps({**KEYS, "inference": {"key": "old"}}))
     fake = FakeTorchServe("old")
     client = backend(fake, inference_key_file=str(key_file))
     await client.infer(request(), ENDPOINT, 5.0)
     fake.key = "renewed"
-    key_file.write_text(json.dumps({"inference": {"key": "renewed"}}))
+    key_file.write_text(json.dumps({**KEYS, "inference": {"key": "renewed"}}))
     await client.infer(request(), ENDPOINT, 5.0)
     assert [r.headers["authorization"] for r in fake.seen] == ["Bearer old", "Bearer old", "Bearer renewed"]
     fake.key = "unknown to the gateway"
@@ -117,12 +118,12 @@ async def test_concurrent_refusals_all_retry_with_the_renewed_key(tmp_path: Path
     """Many calls refused at once after a renewal: each retries with the key read again, none is a 502
     (only the first call's refresh sees the file change; the others see a key different from theirs)."""
     key_file = tmp_path / "key_file.json"
-    key_file.write_text(json.dumps({"inference": {"key": "old"}}))
+    key_file.write_text(json.dumps({**KEYS, "inference": {"key": "old"}}))
     fake = FakeTorchServe("old")
     client = backend(fake, inference_key_file=str(key_file))
     await client.infer(request(), ENDPOINT, 5.0)
     fake.key = "renewed"
-    key_file.write_text(json.dumps({"inference": {"key": "renewed"}}))
+    key_file.write_text(json.dumps({**KEYS, "inference": {"key": "renewed"}}))
     answers = await asyncio.gather(*(client.infer(request(), ENDPOINT, 5.0) for _ in range(5)))
     assert len(answers) == 5
     await client.close()

@@ -18,9 +18,11 @@ from gateway.codecs.torchserve.payload import (
     encode_request,
     encode_response,
     error_body,
+    is_key_refusal,
     parse_request,
 )
-from gateway.errors import BackendError, InvalidRequest
+from gateway.codecs.torchserve.signature import loads_signature
+from gateway.errors import BackendError, ConfigError, InvalidRequest
 from gateway.types import Tensor
 
 
@@ -108,6 +110,7 @@ ERRORS = [
     (_frame({}, length=1 << 30), "over the limit"),
     (_frame({}, length=500), "runs past the end"),
     (MAGIC + struct.pack("<I", 3) + b"{x]", "header is not JSON"),
+    (MAGIC + struct.pack("<I", 200_000) + b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     (_frame([1]), "must be an object with a list 'inputs'"),
     (_frame({"inputs": {}}), "must be an object with a list 'inputs'"),
     (_frame({"inputs": [], "outputs": "y"}), "'outputs' must be a list"),
@@ -159,3 +162,40 @@ def test_error_body_round_trip() -> None:
     assert decode_error(error_body(400, "InvalidRequest", "bad")) == (400, "InvalidRequest", "bad")
     assert decode_error(b'{"code":503,"type":"ServiceUnavailableException","message":"m"}')[0] == 503
     assert decode_error(b"<html>") == (0, "", "<html>")
+
+
+def test_deeply_nested_json_is_refused_not_raised() -> None:
+    """JSON nested past the recursion limit: a BackendError in a response, decode_error's fallback (clipped
+    text) for an error body, a ConfigError for a signature; never a RecursionError."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(BackendError, match="nested too deeply"):
+        decode_response(MAGIC + struct.pack("<I", len(deep)) + deep)
+    code, kind, text = decode_error(deep)
+    assert (code, kind) == (0, "") and len(text) < 300
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        loads_signature(deep)
+
+
+def test_decode_error_clips_the_message() -> None:
+    """An upstream's error message of any length comes back clipped, with its length."""
+    code, kind, message = decode_error(error_body(400, "InvalidRequest", "m" * 100_000))
+    assert (code, kind) == (400, "InvalidRequest")
+    assert len(message) < 1_100 and message.endswith("(100000 characters)")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "refused"),
+    [
+        (400, error_body(400, "InvalidKeyException", "Token Authorization failed"), True),
+        (401, error_body(401, "InvalidKeyException", "expired"), True),
+        (400, b'{\n  "code": 400,\n  "type": "InvalidKeyException",\n  "message": "x"\n}', True),
+        (200, error_body(400, "InvalidKeyException", "x"), False),
+        (400, error_body(400, "InvalidRequest", "unknown input 'InvalidKeyException'"), False),
+        (400, b"InvalidKeyException", False),
+        (400, error_body(400, "InvalidKeyException", "x" * 10_000), False),
+    ],
+)
+def test_key_refusal_is_torchserves_error_type_only(status: int, body: bytes, refused: bool) -> None:
+    """A refusal is a 400/401/403 whose error body's type is InvalidKeyException; a handler's 400 quoting
+    that word (a client's tensor name) is not one."""
+    assert is_key_refusal(status, body) is refused

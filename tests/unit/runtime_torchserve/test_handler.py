@@ -235,3 +235,84 @@ def test_archive_is_self_contained_and_loads(tmp_path: Path) -> None:
     handler.load(tmp_path / "unpacked", "m.pt")
     (answer,) = handler.handle([_request(2, 3)], Context())
     assert [t.name for t in decode_response(answer)] == ["y", "n"]
+
+
+@pytest.mark.parametrize(
+    ("raised", "status"),
+    [(RecursionError("deep"), (400, "InvalidRequest")), (KeyError("bug"), (500, "ModelError"))],
+)
+def test_an_exception_decoding_one_request_fails_that_request_alone(
+    monkeypatch: pytest.MonkeyPatch, raised: Exception, status: tuple[int, str]
+) -> None:
+    """Anything raised while decoding a request answers that request (400 for a too-deep payload, else 500
+    naming the class only); TorchServe would fail the whole batch with 503 on an escaping exception."""
+    import runtimes.torchserve.handler as module
+
+    real = module.parse_request
+
+    def parse(body: bytes | bytearray) -> Any:
+        if bytes(body) == b"poison":
+            raise raised
+        return real(body)
+
+    monkeypatch.setattr(module, "parse_request", parse)
+    handler, model = _handler()
+    context = Context()
+    answers = handler.handle([_request(1, 0), {"body": bytearray(b"poison")}, _request(2, 1)], context)
+    assert context.status == {1: status} and model.calls == [3]
+    code, kind, message = decode_error(answers[1])
+    assert (code, kind) == status and "bug" not in message
+    assert [len(decode_response(answers[i])[0].data) for i in (0, 2)] == [1, 2]
+
+
+def test_a_deeply_nested_header_is_a_400() -> None:
+    """A header of arrays nested past the interpreter's recursion limit is the client's 400, not a crash."""
+    handler, _ = _handler()
+    header = b'{"inputs": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    body = b"GWT1" + len(header).to_bytes(4, "little") + header
+    context = Context()
+    (answer,) = handler.handle([{"body": bytearray(body)}], context)
+    assert context.status == {0: (400, "InvalidRequest")}
+    assert "nested too deeply" in decode_error(answer)[2]
+
+
+def test_an_output_that_cannot_be_encoded_fails_its_request_alone() -> None:
+    """A BYTES output row holding a number cannot be encoded: that request gets 500 ModelError, the other
+    request of the same run its outputs."""
+    signature = loads_signature(
+        '{"inputs":[{"name":"h","datatype":"FP32","shape":[-1]}],'
+        '"outputs":[{"name":"o","datatype":"BYTES","shape":[-1]}]}'
+    )
+    handler = TensorHandler()
+    handler.use(lambda h: [b"ok" if float(v) >= 0 else 12345 for v in h], signature)
+    ok, bad = (
+        {"body": bytearray(encode_request([Tensor("h", "FP32", (1,), np.array([v], np.float32))]))}
+        for v in (1.0, -1.0)
+    )
+    context = Context()
+    good_answer, bad_answer = handler.handle([ok, bad], context)
+    assert decode_response(good_answer)[0].data.tolist() == [b"ok"]
+    assert context.status == {1: (500, "ModelError")}
+    assert decode_error(bad_answer)[:2] == (500, "ModelError")
+
+
+def test_client_strings_in_messages_are_clipped() -> None:
+    """Names the client chose (an unknown input or output, a gRPC field) are clipped in the 400's message."""
+    handler, _ = _handler()
+    long = "z" * 10_000
+    x, k = np.ones((1, 3), np.float32), np.ones(1, np.int64)
+    unknown_input = encode_request([Tensor(long, "FP32", (1,), np.zeros(1, np.float32))])
+    unknown_output = encode_request(
+        [Tensor("x", "FP32", (1, 3), x), Tensor("k", "INT64", (1,), k)], outputs=[long]
+    )
+    answers = handler.handle(
+        [
+            {"body": bytearray(unknown_input)},
+            {"body": bytearray(unknown_output)},
+            {long: bytearray(b""), "other": bytearray(b"")},
+        ],
+        Context(),
+    )
+    for answer in answers:
+        code, _, message = decode_error(answer)
+        assert code == 400 and len(message) < 1_000 and "zzzz" in message

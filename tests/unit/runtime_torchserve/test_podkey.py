@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runtimes.torchserve.podkey import PodKey, RenewError, parse_key_file, renewal_due
+from gateway.backends.credentials import parse_key_file
+from runtimes.torchserve.podkey import PodKey, RenewError, renewal_due
 
 LIFETIME_S = 3600.0
 T0 = 1_750_000_000.0  # the fake wall clock's start
@@ -84,30 +85,21 @@ async def _until(condition: Callable[[], bool]) -> None:
     raise AssertionError("the renewal task never got there")
 
 
-def test_key_file_parses_javas_instants_and_hides_keys() -> None:
-    """The inference key, the API key and the expiration (nanoseconds dropped); repr shows no key."""
-    text = json.dumps(
-        {
-            "inference": {"key": "inf", "expiration time": "2025-06-15T12:00:00.123456789Z"},
-            "API": {"key": "api"},
-        }
-    )
-    keys = parse_key_file(text)
-    assert (keys.inference, keys.api) == ("inf", "api")
-    assert keys.expires_at == datetime(2025, 6, 15, 12, 0, 0, 123456, UTC).timestamp()
-    assert "inf" not in repr(keys) and "api" not in repr(keys)
-    for bad in ('{"inference": {"key": "x"}', "{}", '{"inference": "x", "API": {"key": "a"}}'):
-        with pytest.raises(ValueError):
-            parse_key_file(bad)
-
-
 def test_renewal_is_due_at_80_percent_of_the_lifetime() -> None:
     """Due (1 - 0.8) * lifetime before the recorded expiration; 0.8 * lifetime from now without one."""
     keys = parse_key_file(
-        json.dumps({"inference": {"key": "k", "expiration time": _instant(T0)}, "API": {"key": "a"}})
+        json.dumps(
+            {
+                "inference": {"key": "k", "expiration time": _instant(T0)},
+                "management": {"key": "m"},
+                "API": {"key": "a"},
+            }
+        )
     )
     assert renewal_due(keys, LIFETIME_S, now=0.0) == pytest.approx(T0 - 720.0, abs=1.0)
-    unknown = parse_key_file(json.dumps({"inference": {"key": "k"}, "API": {"key": "a"}}))
+    unknown = parse_key_file(
+        json.dumps({"inference": {"key": "k"}, "management": {"key": "m"}, "API": {"key": "a"}})
+    )
     assert renewal_due(unknown, LIFETIME_S, now=100.0) == 100.0 + 2880.0
 
 

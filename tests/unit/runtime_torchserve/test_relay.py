@@ -13,6 +13,7 @@ import grpc
 import httpx
 import pytest
 
+from gateway.codecs.torchserve.payload import error_body
 from runtimes.torchserve._relay_grpc import SERVICE, SERVICE_NAME, forwarded_metadata, start_grpc_relay
 from runtimes.torchserve._relay_rest import RestRelay, forwarded_headers
 from runtimes.torchserve.podkey import PodKey
@@ -69,6 +70,26 @@ def test_a_rotated_secret_is_admitted_at_once_and_the_old_key_for_a_grace_period
     assert caller.admits("Bearer old-key")
     now[0] += 2.0
     assert not caller.admits("Bearer old-key") and caller.admits("Bearer the-new-key")
+
+
+def test_refused_keys_look_at_the_secret_at_most_once_a_second(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flood of bad keys (the Secret not mounted: each look logs a warning) makes one look a second, not
+    one per request; a rotation is still seen at the first refusal after that second."""
+    now = [0.0]
+    path = tmp_path / "secret-key"
+    caller = CallerKey(path, clock=lambda: now[0])
+    caplog.clear()
+    for _ in range(1_000):
+        assert not caller.admits("Bearer wrong")
+    assert len(caplog.records) == 1
+    path.write_text("the-new-key\n")
+    now[0] += 0.5
+    assert not caller.admits("Bearer the-new-key")  # looked at the file 0.5 s ago
+    now[0] += 0.5
+    assert caller.admits("Bearer the-new-key")
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
 
 
 # --- what is forwarded -------------------------------------------------------------------------------------
@@ -135,6 +156,9 @@ class FakeTorchServe:
             return httpx.Response(400, json=body)
         if request.url.path == "/ping":
             return httpx.Response(200, json={"status": "Healthy"})
+        if request.content == b"input named InvalidKeyException":  # the handler's 400 quotes it
+            message = "unknown input 'InvalidKeyException'; the model takes ['x']"
+            return httpx.Response(400, content=error_body(400, "InvalidRequest", message))
         return httpx.Response(200, content=b"answer:" + request.content, headers={"x-ts": "1"})
 
 
@@ -198,9 +222,17 @@ async def test_only_the_inference_paths_are_forwarded(
 
 
 async def test_a_body_over_the_limit_is_refused(relay: tuple[httpx.AsyncClient, FakeTorchServe]) -> None:
-    """Over max_request_bytes: 413 before anything is forwarded."""
+    """Over max_request_bytes, declared or streamed: 413 before anything is forwarded."""
     client, fake = relay
     reply = await client.post("/predictions/mlp", content=b"x" * 65, headers=CALLER)
+    assert reply.status_code == 413 and fake.requests == []
+    assert reply.json()["type"] == "RequestEntityTooLarge" and "limit of 64 bytes" in reply.json()["message"]
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it streams in
+        for _ in range(3):
+            yield b"x" * 30
+
+    reply = await client.post("/predictions/mlp", content=chunks(), headers=CALLER)
     assert reply.status_code == 413 and fake.requests == []
 
 
@@ -216,6 +248,17 @@ async def test_a_refused_pod_key_is_renewed_and_the_call_retried(
         "Bearer pod-key-1",
         "Bearer pod-key-renewed-1",
     ]
+
+
+async def test_a_handlers_400_quoting_the_refusal_is_passed_on(
+    relay: tuple[httpx.AsyncClient, FakeTorchServe],
+) -> None:
+    """A handler's own 400 whose message quotes "InvalidKeyException" (a client's tensor name) is the
+    caller's answer as TorchServe gave it: no renewal, no retry, no 503."""
+    client, fake = relay
+    reply = await client.post("/predictions/mlp", content=b"input named InvalidKeyException", headers=CALLER)
+    assert reply.status_code == 400 and reply.json()["type"] == "InvalidRequest"
+    assert fake.renewals == 0 and len(fake.requests) == 1
 
 
 async def test_readiness_is_torchserves_ping_with_the_pods_key(
