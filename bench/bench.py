@@ -450,7 +450,8 @@ def main() -> None:
         ports=StackPorts.ephemeral(),
         echo=False,
         models=("cnn", "transformer", "cnn_wide"),
-        with_tfserving=False,  # bench/frameworks.py compares it; here it would only take CPU
+        with_tfserving=False,  # bench/frameworks.py and `gateway compare` compare them; here they
+        with_torchserve=False,  # would only take CPU
     )
     with stack:
         print(f"stack up (workdir {workdir}); python {sys.version.split()[0]}")

@@ -349,7 +349,15 @@ def main() -> None:
         np.random.default_rng(0).random((ROWS, 28, 28, 1), np.float32).tobytes()
     )
     body = request.SerializeToString()
-    with LocalStack(workdir=workdir, ports=StackPorts.ephemeral(), echo=False, models=("cnn",)) as stack:
+    stack = LocalStack(
+        workdir=workdir,
+        ports=StackPorts.ephemeral(),
+        echo=False,
+        models=("cnn",),
+        with_tfserving=False,  # idle servers would only take CPU from the two processes compared
+        with_torchserve=False,
+    )
+    with stack:
         host = stack.ports.host
         proxy_port = free_port()
         proxy = ManagedProcess(
