@@ -6,16 +6,15 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 from prometheus_client import start_http_server
 
 from gateway.logs import configure_logging
+from runtimes.common.lifecycle import signals_set, until_stopped
 from runtimes.jax.repository import DEFAULT_POLICY, VersionPolicy
 
 _log = logging.getLogger("runtimes.jax")
@@ -164,10 +163,10 @@ async def serve(options: ServeOptions) -> None:
         poll_interval_s=options.poll_interval_s,
         metrics=metrics,
     )
-    with _signals_set(stop):
+    with signals_set(stop):
         async with contextlib.AsyncExitStack() as cleanup:
             cleanup.push_async_callback(manager.close)  # unwinds last: after the listeners stopped
-            if not await _until_stopped(manager.start(), stop):
+            if not await until_stopped(manager.start(), stop):
                 return
             server = JaxInferenceServer(manager, metrics)
             # Bound here rather than by uvicorn, so a port in use is an OSError we report, not its exit.
@@ -203,38 +202,11 @@ async def serve(options: ServeOptions) -> None:
                     f"metrics={h}:{options.metrics_port}",
                     flush=True,
                 )
-                await _until_stopped(asyncio.shield(http_task), stop)
+                await until_stopped(asyncio.shield(http_task), stop)
             finally:
                 _log.info("shutting down: refusing new requests, finishing those in flight")
                 http.should_exit = True
                 await asyncio.gather(stop_grpc_server(grpc_server, _GRACE_S), http_task)
-
-
-async def _until_stopped(work: Any, stop: asyncio.Event) -> bool:
-    """Runs `work` unless `stop` is set first (a signal during the initial load); True if it finished."""
-    work_task = asyncio.ensure_future(work)
-    stop_task = asyncio.create_task(stop.wait())
-    await asyncio.wait({work_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-    stop_task.cancel()
-    if work_task.done():
-        work_task.result()
-        return True
-    work_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await work_task
-    return False
-
-
-@contextlib.contextmanager
-def _signals_set(event: asyncio.Event) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, event.set)
-    try:
-        yield
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 def _policy(text: str) -> VersionPolicy:

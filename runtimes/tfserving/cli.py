@@ -13,8 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -24,6 +23,7 @@ import uvicorn
 from gateway.api.serving import bind_socket, run_in_loop, start_rest_server
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging
+from runtimes.common.lifecycle import signals_set, until_stopped
 from runtimes.tfserving import config
 from runtimes.tfserving.grpc_api import start_grpc_server
 from runtimes.tfserving.launcher import RUNTIME_READY_PREFIX
@@ -142,11 +142,11 @@ async def serve(args: argparse.Namespace) -> None:
     )
     core = TFServingCore(manager, ServingMetrics(), max_request_bytes=args.max_request_bytes)
     stop = asyncio.Event()
-    with _signals_set(stop):
+    with signals_set(stop):
         async with contextlib.AsyncExitStack() as cleanup:
             cleanup.callback(core.close)
             cleanup.push_async_callback(manager.close)  # unwinds after the listeners stopped
-            if not await _until_stopped(manager.apply(models), stop):
+            if not await until_stopped(manager.apply(models), stop):
                 return
             grpc_server, grpc_port = await start_grpc_server(
                 core, args.grpc_host, args.port, as_tensor_content=args.enable_serialization_as_tensor_content
@@ -229,30 +229,3 @@ async def _poll(work: Callable[[], Awaitable[None]], interval_s: float) -> None:
             await work()
         except Exception:
             _log.exception("poll failed; the models served stay as they are")
-
-
-async def _until_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
-    """Runs `work` unless `stop` is set first (a signal during the initial load); True if it finished."""
-    work_task = asyncio.ensure_future(work)
-    stop_task = asyncio.create_task(stop.wait())
-    await asyncio.wait({work_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-    stop_task.cancel()
-    if work_task.done():
-        work_task.result()
-        return True
-    work_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await work_task
-    return False
-
-
-@contextlib.contextmanager
-def _signals_set(event: asyncio.Event) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, event.set)
-    try:
-        yield
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
