@@ -1,6 +1,6 @@
 """Parity: the same inputs through the gateway to the JAX runtime, TF Serving and TorchServe (same weights)
 give the same outputs within the documented fp32 tolerance, for every example model, over OIP REST, OIP
-gRPC, TF Serving's API and TorchServe's API on the gateway's front."""
+gRPC, and TF Serving's and TorchServe's APIs (REST and gRPC) on the gateway's front."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from gateway.codecs.tfserving.predict import predict_request
+from gateway.codecs.tfserving.tensor_proto import tensor_from_proto
 from gateway.codecs.torchserve import payload
 from gateway.local_stack import TFSERVING_VERSION, TORCHSERVE_VERSION, LocalStack
+from gateway.proto.tfserving.tensorflow_serving.apis.predict_pb2 import PredictResponse
 from gateway.proto.torchserve import inference_pb2 as ts_pb
-from gateway.types import Tensor
+from gateway.types import InferenceRequest, Tensor
 from runtimes.examples.specs import SPECS, ExampleSpec, sample_inputs
 from tests.unit.test_example_parity import ATOL, RTOL
 
@@ -70,6 +73,19 @@ def _tfserving_rest(base: str, spec: ExampleSpec, version: str) -> dict[str, np.
     return outputs if isinstance(outputs, dict) else {spec.outputs[0].name: outputs}
 
 
+def _tfserving_grpc(address: str, spec: ExampleSpec, version: str) -> dict[str, np.ndarray]:
+    """TF Serving's Predict on the gateway's gRPC front (a version other than a number is a label)."""
+    tensors = [
+        Tensor(i.name, _OIP_DTYPES[str(a.dtype)], a.shape, a)
+        for i, a in zip(spec.inputs, _inputs(spec), strict=True)
+    ]
+    message = predict_request(InferenceRequest(spec.name, tensors, model_version=version))
+    with grpc.insecure_channel(address) as channel:
+        call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
+        reply = PredictResponse.FromString(call(message.SerializeToString(), timeout=30))
+    return {name: tensor_from_proto(name, reply.outputs[name], role="output").data for name in reply.outputs}
+
+
 def _torchserve_body(spec: ExampleSpec) -> bytes:
     arrays = _inputs(spec)
     return payload.encode_request(
@@ -98,7 +114,7 @@ def _torchserve_grpc(address: str, spec: ExampleSpec, version: str) -> dict[str,
 
 @pytest.mark.parametrize("model", sorted(SPECS))
 @pytest.mark.parametrize(
-    "api", ["oip-grpc", "oip-rest", "tfserving-rest", "torchserve-rest", "torchserve-grpc"]
+    "api", ["oip-grpc", "oip-rest", "tfserving-rest", "tfserving-grpc", "torchserve-rest", "torchserve-grpc"]
 )
 def test_every_framework_agrees_over_every_api(stack: LocalStack, model: str, api: str) -> None:
     """One input through the gateway to each framework, by each client API: outputs equal within the
@@ -117,6 +133,8 @@ def test_every_framework_agrees_over_every_api(stack: LocalStack, model: str, ap
             answers[version] = _oip(client, httpclient, spec, version)
         elif api == "tfserving-rest":
             answers[version] = _tfserving_rest(rest, spec, version)
+        elif api == "tfserving-grpc":
+            answers[version] = _tfserving_grpc(grpc_address, spec, version)
         elif api == "torchserve-rest":
             answers[version] = _torchserve_rest(rest, spec, version)
         else:
