@@ -39,7 +39,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Self
 
@@ -68,6 +68,8 @@ def torchserve_command(
     workers run with it too.
     """
     workdir = workdir.resolve()
+    # TorchServe runs from `workdir`: a relative model store (`make up`'s `.local/...`) would not be found.
+    config = replace(config, model_store=config.model_store.resolve())
     for sub in ("logs", "tmp"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
     config_file = write_config(config, workdir / "config.properties")

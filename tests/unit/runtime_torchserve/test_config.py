@@ -70,3 +70,13 @@ def test_read_keys(tmp_path: Path) -> None:
     path.write_text("{}")
     with pytest.raises(ValueError, match="not a TorchServe key file"):
         read_keys(path)
+
+
+def test_a_relative_model_store_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TorchServe runs from the workdir, so `make up`'s relative `.local/torchserve-models` must reach it
+    absolute, in the argv and in the config file."""
+    monkeypatch.chdir(tmp_path)
+    command = torchserve_command(TorchServeConfig(Path(".local/store"), ()), Path(".local/work"))
+    store = str(tmp_path.resolve() / ".local" / "store")
+    assert command.argv[command.argv.index("--model-store") + 1] == store
+    assert f"model_store={store}" in command.config_file.read_text()
