@@ -1,10 +1,29 @@
-"""How many inference requests a process serves at once: one count shared by its REST and gRPC listeners."""
+"""How many inference requests a process serves at once: one count shared by its REST and gRPC listeners;
+and how every listener counts a request it refuses before inference (`refused`)."""
 
 from __future__ import annotations
 
-from gateway.errors import Overloaded
+import logging
+
+from gateway.errors import ErrorCode, GatewayError, Overloaded, clip
 from gateway.server import InferenceServer
 from gateway.types import RequestContext
+
+log = logging.getLogger(__name__)
+
+
+def refused(
+    server: InferenceServer, model: str, context: RequestContext, exc: Exception, version: str = ""
+) -> GatewayError:
+    """Count a call refused before inference once, and return the error to raise: `exc` itself when it
+    is a `GatewayError`, else (a bug) an opaque INTERNAL error, logged with its traceback."""
+    if isinstance(exc, GatewayError):
+        error = exc
+    else:
+        log.exception("a request for model '%s' failed before inference", clip(model), exc_info=exc)
+        error = GatewayError("internal error", code=ErrorCode.INTERNAL)
+    server.observe_rejected(model, context, error, version)
+    return error
 
 
 class InFlightLimit:

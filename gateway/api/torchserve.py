@@ -24,6 +24,7 @@ import json
 import logging
 from typing import Final
 
+from gateway.api.admission import refused
 from gateway.codecs.torchserve import payload
 from gateway.codecs.torchserve.signature import Signature
 from gateway.errors import ErrorCode, GatewayError, clip
@@ -64,20 +65,6 @@ def error_response(exc: GatewayError) -> tuple[int, bytes]:
 def health_body(healthy: bool) -> bytes:
     """TorchServe's `/ping` body (and gRPC Ping's `health`): `{"status": "Healthy"}` or "Unhealthy"."""
     return json.dumps({"status": "Healthy" if healthy else "Unhealthy"}, indent=2).encode()
-
-
-def refused(
-    server: InferenceServer, model: str, context: RequestContext, exc: Exception, version: str = ""
-) -> GatewayError:
-    """Count a call refused before inference once, and return the error to raise: `exc` itself when it
-    is a `GatewayError`, else (a bug) an opaque INTERNAL error, logged with its traceback."""
-    if isinstance(exc, GatewayError):
-        error = exc
-    else:
-        log.exception("predictions of model '%s' failed before inference", clip(model), exc_info=exc)
-        error = GatewayError("internal error", code=ErrorCode.INTERNAL)
-    server.observe_rejected(model, context, error, version)
-    return error
 
 
 async def predictions(

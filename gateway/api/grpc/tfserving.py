@@ -25,7 +25,7 @@ from typing import Final
 
 import grpc
 
-from gateway.api.admission import InFlightLimit
+from gateway.api.admission import InFlightLimit, refused
 from gateway.api.deadline import deadline_from
 from gateway.api.grpc.servicer import Context, parse, reports_errors, status_for
 from gateway.api.tfserving import model_metadata, model_status
@@ -84,14 +84,8 @@ class TFServingServicer:
                 request, named = request_from_predict(message)
                 signature = check_signature(named)
                 call.deadline = deadline_from({}, context.time_remaining())
-            except GatewayError as exc:
-                self._server.observe_rejected(model, call, exc, spec_version(message.model_spec))
-                raise
-            except Exception:
-                log.exception("predict of model '%s' failed before inference", clip(model))
-                internal = GatewayError("internal error", code=ErrorCode.INTERNAL)
-                self._server.observe_rejected(model, call, internal, spec_version(message.model_spec))
-                raise internal from None
+            except Exception as exc:  # counted once: it never reaches `infer` (a bug is INTERNAL)
+                raise refused(self._server, model, call, exc, spec_version(message.model_spec)) from None
             response = await self._server.infer(request, call)
         try:
             reply = predict_response(response, signature, typed=self._typed).SerializeToString()

@@ -25,10 +25,10 @@ from typing import Final
 import grpc
 from google.protobuf import empty_pb2
 
-from gateway.api.admission import InFlightLimit
+from gateway.api.admission import InFlightLimit, refused
 from gateway.api.deadline import deadline_from
 from gateway.api.grpc.servicer import Context, parse, reports_errors, status_for
-from gateway.api.torchserve import health_body, predictions, refused
+from gateway.api.torchserve import health_body, predictions
 from gateway.errors import ErrorCode, InvalidRequest
 from gateway.proto.torchserve import inference_pb2 as pb
 from gateway.server import InferenceServer

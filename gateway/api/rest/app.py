@@ -19,7 +19,7 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.api.admission import InFlightLimit
+from gateway.api.admission import InFlightLimit, refused
 from gateway.api.deadline import deadline_from
 from gateway.api.rest.body import decode_content, read_body
 from gateway.api.rest.tfserving import TFServingRoute
@@ -145,16 +145,8 @@ def create_app(
                     metadata = await server.model_metadata(model, version)
                     inference_request = codec.complete_raw_request(inference_request, metadata.inputs)
                 context.deadline = deadline_from(inference_request.parameters)
-            except GatewayError as exc:
-                server.observe_rejected(model, context, exc, version)  # counted: it never reaches `infer`
-                raise
-            except Exception:
-                # A decoding bug: answered "internal error" by the app's handler, and counted like any
-                # other refusal (under INTERNAL) so the error rate shows it.
-                log.exception("decoding an infer request for model '%s' failed unexpectedly", clip(model))
-                internal = GatewayError("internal error", code=ErrorCode.INTERNAL)
-                server.observe_rejected(model, context, internal, version)
-                raise internal from None
+            except Exception as exc:  # counted once: it never reaches `infer` (a bug is INTERNAL)
+                raise refused(server, model, context, exc, version) from None
             response = await server.infer(inference_request, context)
         payload, json_length = codec.encode_infer_response(response, inference_request)
         server.observe_transfer(context, len(wire), len(payload))

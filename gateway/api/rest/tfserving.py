@@ -31,7 +31,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.admission import InFlightLimit
+from gateway.api.admission import InFlightLimit, refused
 from gateway.api.rest.body import decode_content, read_body
 from gateway.api.tfserving import model_metadata, model_status
 from gateway.codecs.tfserving import paths
@@ -118,14 +118,8 @@ class TFServingRoute(BaseRoute):
                 check_signature(signature)
                 if row_format:  # refused now, not once the model has run and been counted
                     codec.check_row_format(metadata.outputs)
-            except GatewayError as exc:
-                self._server.observe_rejected(model, context, exc, version)  # counted: never reaches `infer`
-                raise
-            except Exception:
-                log.exception("predict of model '%s' failed before inference", clip(model))
-                internal = GatewayError("internal error", code=ErrorCode.INTERNAL)
-                self._server.observe_rejected(model, context, internal, version)
-                raise internal from None
+            except Exception as exc:  # counted once: it never reaches `infer` (a bug is INTERNAL)
+                raise refused(self._server, model, context, exc, version) from None
             response = await self._server.infer(InferenceRequest(model, inputs, version), context)
         payload = codec.encode_predict_response(response.outputs, row_format)
         self._server.observe_transfer(context, len(wire), len(payload))

@@ -32,9 +32,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.admission import InFlightLimit
+from gateway.api.admission import InFlightLimit, refused
 from gateway.api.rest.body import decode_content, read_body
-from gateway.api.torchserve import INTERNAL, UNAVAILABLE, error_response, health_body, predictions, refused
+from gateway.api.torchserve import INTERNAL, UNAVAILABLE, error_response, health_body, predictions
 from gateway.codecs.torchserve import payload
 from gateway.errors import GatewayError, InvalidRequest, clip
 from gateway.server import InferenceServer
