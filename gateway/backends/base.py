@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from gateway.errors import BackendError, GatewayError
 from gateway.settings import NO_OPTIONS, RouteOptions
 from gateway.types import Batching, InferenceRequest, InferenceResponse, ModelMetadata
 
@@ -71,3 +72,8 @@ class Backend(Protocol):
     async def close(self) -> None:
         """Close every connection; the backend is unusable afterwards."""
         ...
+
+
+def readable(backend: str, exc: GatewayError) -> BackendError:
+    """A codec's complaint about a backend's answer, as the backend's fault and prefixed with its name."""
+    return BackendError(f"backend '{backend}': {exc.message}")

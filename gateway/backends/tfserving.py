@@ -17,6 +17,7 @@ Serving's own here:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any, Final, Protocol, TypeVar
@@ -28,10 +29,12 @@ import orjson
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
+from gateway.backends.base import readable
 from gateway.backends.grpc_client import map_grpc_errors, open_channel
 from gateway.backends.http_client import map_http_errors, pooled_client, status_error
 from gateway.codecs.tfserving import rest as restcodec
 from gateway.codecs.tfserving.predict import (
+    NO_TARGET,
     Target,
     fill_model_spec,
     predict_request,
@@ -63,10 +66,12 @@ _GET_STATUS: Final = "/tensorflow.serving.ModelService/GetModelStatus"
 M = TypeVar("M", bound=Message)
 
 
+@functools.cache
 def target_of(options: RouteOptions) -> Target:
-    """The codec's view of a route's options (a route of another kind has none)."""
+    """The codec's view of a route's options (a route of another kind has none). Cached: options are
+    frozen and hashable, and a configuration has few routes, so each is converted once, not per call."""
     if not isinstance(options, TFServingRouteOptions):
-        return Target()
+        return NO_TARGET
     return Target(options.signature_name, options.version_label, options.version, options.outputs)
 
 
@@ -195,7 +200,7 @@ class _GrpcTransport:
         try:
             return decode()
         except BackendError as exc:
-            raise BackendError(f"backend '{self._name}': {exc.message}") from None
+            raise readable(self._name, exc) from None
 
     async def infer(
         self,
@@ -317,7 +322,7 @@ class _RestTransport:
         try:
             outputs = restcodec.decode_predict_response(reply.content, metadata.outputs, requested)
         except (BackendError, InvalidRequest) as exc:
-            raise BackendError(f"backend '{self._name}': {exc.message}") from None
+            raise readable(self._name, exc) from None
         version = spec_version(spec) or request.model_version
         return InferenceResponse(request.model_name, outputs, model_version=version, id=request.id)
 
@@ -336,7 +341,7 @@ class _RestTransport:
         try:
             return metadata_from_signatures(name, number, signatures, target.signature_name)
         except BackendError as exc:
-            raise BackendError(f"backend '{self._name}': {exc.message}") from None
+            raise readable(self._name, exc) from None
 
     async def model_ready(self, name: str, version: str, endpoint: str, target: Target) -> bool:
         spec = _spec(name, version, target)

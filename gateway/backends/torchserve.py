@@ -26,6 +26,7 @@ import grpc
 import httpx
 from google.protobuf.message import DecodeError
 
+from gateway.backends.base import readable
 from gateway.backends.credentials import BearerKey
 from gateway.backends.grpc_client import grpc_error, open_channel
 from gateway.backends.http_client import map_http_errors, pooled_client, status_error
@@ -122,7 +123,7 @@ class TorchServeBackend:
         try:
             tensors = payload.decode_response(reply)
         except BackendError as exc:
-            raise BackendError(f"backend '{self.name}': {exc.message}") from None
+            raise readable(self.name, exc) from None
         return InferenceResponse(request.model_name, tensors, model_version=version, id=request.id)
 
     async def model_metadata(

@@ -22,6 +22,7 @@ import httpx
 import orjson
 from google.protobuf.message import DecodeError
 
+from gateway.backends.base import readable
 from gateway.backends.grpc_client import map_grpc_errors, open_channel
 from gateway.backends.http_client import map_http_errors, pooled_client, status_error
 from gateway.codecs.v2 import protobuf as pbcodec
@@ -53,11 +54,6 @@ def _decode_infer_response(data: bytes) -> InferenceResponse:
     except DecodeError:
         raise BackendError("answered with bytes that are not a ModelInferResponse") from None
     return pbcodec.response_from_proto(message)
-
-
-def _readable(backend: str, exc: BackendError) -> BackendError:
-    """A codec's complaint about a response, prefixed with the backend at fault."""
-    return BackendError(f"backend '{backend}': {exc.message}")
 
 
 class _Transport(Protocol):
@@ -173,7 +169,7 @@ class _GrpcTransport:
         try:
             return decode(reply)
         except BackendError as exc:
-            raise _readable(self._name, exc) from None
+            raise readable(self._name, exc) from None
 
     async def infer(self, request: InferenceRequest, endpoint: str, timeout_s: float) -> InferenceResponse:
         try:
@@ -297,21 +293,21 @@ class _RestTransport:
         try:
             return restcodec.decode_infer_response(reply.content, length)
         except BackendError as exc:
-            raise _readable(self._name, exc) from None
+            raise readable(self._name, exc) from None
 
     async def model_metadata(self, name: str, version: str, endpoint: str) -> ModelMetadata:
         reply = await self._send("GET", self._url(endpoint, name, version), self._timeout_s)
         try:
             return restcodec.model_metadata_from_json(self._json(reply))
         except BackendError as exc:
-            raise _readable(self._name, exc) from None
+            raise readable(self._name, exc) from None
 
     async def model_config(self, name: str, version: str, endpoint: str) -> ModelConfig:
         reply = await self._send("GET", self._url(endpoint, name, version, "/config"), self._timeout_s)
         try:
             return restcodec.model_config_from_json(self._json(reply))
         except BackendError as exc:
-            raise _readable(self._name, exc) from None
+            raise readable(self._name, exc) from None
 
     async def model_ready(self, name: str, version: str, endpoint: str) -> bool:
         reply = await self._send("GET", self._url(endpoint, name, version, "/ready"), self._timeout_s)

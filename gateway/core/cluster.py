@@ -84,10 +84,6 @@ class Cluster:
             return self._balancer.pick(self.endpoints)
         return self._balancer.pick([e for e in self.endpoints if e is not excluding])
 
-    def has_healthy(self) -> bool:
-        """Whether at least one endpoint passed its last probe and has not failed since."""
-        return any(e.healthy for e in self.endpoints)
-
     def mark(self, endpoint: Endpoint, up: bool) -> None:
         """Set an endpoint's health, logging transitions only (a dead replica must not flood the log)."""
         if endpoint.healthy != up:

@@ -44,7 +44,7 @@ def validate_request(request: InferenceRequest, metadata: ModelMetadata) -> None
                 f"input '{tensor.name}' has datatype {tensor.datatype}; "
                 f"model '{model}' expects {meta.datatype}"
             )
-        if not _shape_matches(tensor.shape, meta.shape):
+        if not shape_matches(tensor.shape, meta.shape):
             raise InvalidRequest(
                 f"input '{tensor.name}' has shape {_fmt(tensor.shape)}; model '{model}' expects "
                 f"{_fmt(meta.shape)} (-1: any size)"
@@ -62,7 +62,8 @@ def validate_request(request: InferenceRequest, metadata: ModelMetadata) -> None
                 )
 
 
-def _shape_matches(shape: Sequence[int], expected: Sequence[int]) -> bool:
+def shape_matches(shape: Sequence[int], expected: Sequence[int]) -> bool:
+    """Whether `shape` fits `expected`: the same rank, and each dimension equal or -1 (any size)."""
     if len(shape) != len(expected):
         return False
     return all(want == -1 or got == want for got, want in zip(shape, expected, strict=True))

@@ -100,29 +100,6 @@ def check_row_format(outputs: Sequence[TensorMetadata]) -> None:
         fixed = meta
 
 
-def check_row_answer(outputs: Sequence[Tensor]) -> None:
-    """TF Serving's own check of an answer to a row request (`json_tensor.cc`), for a server that
-    mirrors it (TF Serving answers INVALID_ARGUMENT once its model has run); the gateway's front does
-    not call it (see `encode_predict_response`).
-
-    Raises:
-        InvalidRequest: No outputs, an output of rank 0, or outputs of different batch sizes.
-    """
-    if not outputs:
-        raise InvalidRequest("the model answered no outputs: the row format cannot carry that")
-    first = outputs[0]
-    for tensor in outputs:
-        if not tensor.shape:
-            raise InvalidRequest(
-                f"{owner('output', tensor.name)} has no batch dimension: use the columnar format ('inputs')"
-            )
-        if tensor.shape[0] != first.shape[0]:
-            raise InvalidRequest(
-                f"{owner('output', tensor.name)} has batch size {tensor.shape[0]}, "
-                f"{owner('output', first.name)} {first.shape[0]}: use the columnar format ('inputs')"
-            )
-
-
 def encode_predict_response(outputs: list[Tensor], row_format: bool) -> bytes:
     """The body answering a `:predict` call: `predictions` for a row request, else `outputs`.
 

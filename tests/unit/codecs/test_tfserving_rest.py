@@ -12,7 +12,6 @@ import pytest
 
 from gateway.codecs.tfserving.front import status_response
 from gateway.codecs.tfserving.rest import (
-    check_row_answer,
     check_row_format,
     decode_predict_request,
     decode_predict_response,
@@ -230,26 +229,6 @@ S = Tensor("s", "INT32", (), np.array(1, dtype=np.int32))
 def test_answer_that_cannot_be_rows_is_written_columnar(outputs: list[Tensor], expected: Any) -> None:
     """A row request's answer that cannot be rows is written in the columnar format, never an error."""
     assert orjson.loads(encode_predict_response(outputs, True)) == expected
-
-
-@pytest.mark.parametrize(
-    ("outputs", "message"),
-    [
-        ([], "no outputs"),
-        ([Y, S], "output 's' has no batch dimension"),
-        (
-            [Y, Tensor("k", "INT32", (3,), np.arange(3, dtype=np.int32))],
-            "output 'k' has batch size 3, output 'y' 2",
-        ),
-    ],
-    ids=["no-outputs", "rank-0", "batch-mismatch"],
-)
-def test_check_row_answer_is_tf_servings_check(outputs: list[Tensor], message: str) -> None:
-    """For a server mirroring TF Serving: a row answer it cannot write is INVALID_ARGUMENT."""
-    with pytest.raises(InvalidRequest) as info:
-        check_row_answer(outputs)
-    assert message in info.value.message
-    check_row_answer([Y, K])
 
 
 @pytest.mark.parametrize(
