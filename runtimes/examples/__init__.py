@@ -7,7 +7,7 @@ exporter in a process of its own.
 """
 
 from runtimes.examples.specs import SPECS, ExampleSpec, Params, TensorInfo, sample_inputs
-from runtimes.examples.weights import ensure_weights, load_weights, save_weights
+from runtimes.examples.weights import ensure_weights, example_params, load_weights, save_weights
 
 __all__ = [
     "SPECS",
@@ -15,6 +15,7 @@ __all__ = [
     "Params",
     "TensorInfo",
     "ensure_weights",
+    "example_params",
     "load_weights",
     "sample_inputs",
     "save_weights",

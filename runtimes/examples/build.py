@@ -39,10 +39,14 @@ class Framework:
     # What one model's export is, under the directory: a version directory, or TorchServe's archive
     # (which records its version inside).
     artifact: str = "{name}/{version}"
+    # The exporter's flag for the largest batch its models take (`--max-batch-size N`); None: it has none.
+    batch_size_flag: str | None = None
 
 
 FRAMEWORKS: Final = (
-    Framework("jax", "models", "jax", "runtimes.jax", ("export-examples",)),
+    Framework(
+        "jax", "models", "jax", "runtimes.jax", ("export-examples",), batch_size_flag="--max-batch-size"
+    ),
     Framework("tfserving", "tfserving-models", "tensorflow", "runtimes.tfserving.examples", ()),
     Framework("torchserve", "torchserve-models", "torch", "runtimes.torchserve.examples", (), "{name}.mar"),
 )
@@ -101,8 +105,8 @@ def build_examples(
             continue
         command = [sys.executable, "-m", framework.module, *framework.args, str(target)]
         command += ["--version", str(version), "--weights", str(weights)]
-        if framework.name == "jax":
-            command += ["--max-batch-size", str(max_batch_size)]
+        if framework.batch_size_flag is not None:
+            command += [framework.batch_size_flag, str(max_batch_size)]
         # Each exporter prints its own progress lines to stderr; its stdout (the paths) is redundant here.
         if subprocess.run(command, stdout=subprocess.DEVNULL, check=False).returncode != 0:
             failed.append(framework.name)

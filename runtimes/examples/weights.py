@@ -36,6 +36,12 @@ def ensure_weights(directory: Path, name: str, seed: int = 0) -> Path:
     return path
 
 
+def example_params(name: str, weights: Path | None) -> Params:
+    """Example model `name`'s weights: from the weight file in directory `weights` (`ensure_weights`
+    writes it there from seed 0 if missing), or drawn from seed 0 when `weights` is None."""
+    return SPECS[name].draw(0)[0] if weights is None else load_weights(ensure_weights(weights, name))
+
+
 def save_weights(path: Path, params: Params) -> None:
     """Writes `params` (nested dicts and lists of arrays) to `path` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)

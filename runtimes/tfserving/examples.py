@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from runtimes.examples import SPECS, ensure_weights, load_weights
+from runtimes.examples import SPECS, example_params
 from runtimes.examples.build import Progress, print_progress
 
 SIGNATURE = "serving_default"
@@ -42,7 +42,7 @@ def export_examples(
     written = []
     for name, spec in SPECS.items():
         started = time.perf_counter()
-        params = spec.draw(0)[0] if weights is None else load_weights(ensure_weights(weights, name))
+        params = example_params(name, weights)
         path = base / name / str(version)
         _save(ExampleModule(spec, params), path)
         written.append(path)

@@ -24,6 +24,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from gateway.api.deadline import deadline_from
 from gateway.errors import ConfigError, ErrorCode, GatewayError, InvalidRequest, clip
 from runtimes.tfserving import tensors
 from runtimes.tfserving.config import models_from_proto
@@ -80,8 +81,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         inputs = {
             name: tensors.to_ndarray(proto, name, max_bytes=limit) for name, proto in request.inputs.items()
         }
-        remaining = context.time_remaining()
-        deadline = time.monotonic() + remaining if remaining is not None else None
+        deadline = deadline_from({}, context.time_remaining())
         prediction = await self._core.predict(target, inputs, list(request.output_filter), deadline)
         response = predict_pb2.PredictResponse(
             model_spec=model_spec(prediction.version, prediction.signature.key)

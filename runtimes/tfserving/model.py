@@ -16,16 +16,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2
 
 from runtimes.common.batching import DynamicBatcher
 from runtimes.tfserving import tensors
 from runtimes.tfserving.config import BatchingOptions
+
+if TYPE_CHECKING:
+    from gateway.types import TensorMetadata
 
 _log = logging.getLogger(__name__)
 SERVE_TAG: Final = "serve"
@@ -77,6 +82,14 @@ class Signature:
     function: Any
     batcher: DynamicBatcher | None = None
 
+    @cached_property
+    def rest_inputs(self) -> tuple[TensorMetadata, ...]:
+        """The inputs as the REST codec takes them (`rest_json.input_metadata`), built once; a signature
+        REST cannot carry (a complex input) raises INVALID_ARGUMENT each time it is asked."""
+        from runtimes.tfserving import rest_json  # rest_json imports this module
+
+        return tuple(rest_json.input_metadata(self.inputs))
+
     def run_direct(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Blocking: runs the signature's own function (unknown batch dim), all outputs in order."""
         result = self.function(**{info.alias: x for info, x in zip(self.inputs, inputs, strict=True)})
@@ -93,6 +106,14 @@ class LoadedVersion:
     signature_defs: dict[str, meta_graph_pb2.SignatureDef]  # all of them, as metadata reports
     signatures: dict[str, Signature]  # those that can be served
     saved_model: Any  # keeps the trackable objects (variables) alive
+
+    @cached_property
+    def signature_def_map(self) -> get_model_metadata_pb2.SignatureDefMap:
+        """The SignatureDefMap metadata reports (gRPC and REST), built once from `signature_defs`."""
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for key, sig_def in self.signature_defs.items():
+            signature_map.signature_def[key].CopyFrom(sig_def)
+        return signature_map
 
     async def close(self) -> None:
         for signature in self.signatures.values():

@@ -73,7 +73,7 @@ class RestApp:
             if method == "POST" and (match := _POST.fullmatch(path)):
                 model, api = match.group(1), _API[match.group(4).lower()]
                 request = await read_body(Request(scope, receive), self._core.max_request_bytes)
-                status, body = 200, await self._post(match, request)
+                status, body = 200, await self._post(match, api, request)
             elif method == "GET" and (match := _GET.fullmatch(path)):
                 model = match.group(1) or ""
                 api = "GetModelMetadata" if match.group(4) else "GetModelStatus"
@@ -101,16 +101,15 @@ class RestApp:
         label = self._core.model_label(model)
         self._core.metrics.request(label, api, "REST", code, time.perf_counter() - start)
 
-    async def _post(self, match: re.Match[str], body: bytes) -> bytes:
+    async def _post(self, match: re.Match[str], api: str, body: bytes) -> bytes:
         target = _target(match)
-        api = _API[match.group(4).lower()]
         if api != "Predict":
             raise unimplemented(api)
         target = Target(target.model, target.version, target.label, rest_json.signature_name(body))
-        _, signature = self._core.signature(target)  # its inputs type the JSON
-        _, inputs, row_format = rest.decode_predict_request(body, rest_json.input_metadata(signature.inputs))
-        prediction = await self._core.predict(
-            target, rest_json.to_arrays(inputs), deadline=time.monotonic() + self._timeout_s
+        version, signature = self._core.signature(target)  # its inputs type the JSON
+        _, inputs, row_format = rest.decode_predict_request(body, signature.rest_inputs)
+        prediction = await self._core.run(
+            version, signature, rest_json.to_arrays(inputs), deadline=time.monotonic() + self._timeout_s
         )
         return rest_json.encode_outputs(prediction.signature.outputs, prediction.outputs, row_format)
 

@@ -18,7 +18,9 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
 
+from gateway.codecs.tfserving.front import check_metadata_fields
 from gateway.codecs.tfserving.signature import DEFAULT_SIGNATURE, SIGNATURE_DEF_FIELD
+from gateway.core.validation import shape_matches
 from gateway.errors import ErrorCode, GatewayError, InvalidRequest, clip
 from gateway.metrics import UNKNOWN_MODEL
 from runtimes.tfserving.manager import ModelManager
@@ -102,6 +104,18 @@ class TFServingCore:
         deadline: float | None = None,
     ) -> Prediction:
         version, signature = self.signature(target)
+        return await self.run(version, signature, inputs, output_filter, deadline)
+
+    async def run(
+        self,
+        version: LoadedVersion,
+        signature: Signature,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+        deadline: float | None = None,
+    ) -> Prediction:
+        """Predict on a signature already resolved (`signature`): checks the inputs and output filter,
+        runs it, and records the runtime latency under the version's model."""
         ordered = _check_inputs(signature, inputs)
         wanted = _check_filter(signature, output_filter)
         start = time.perf_counter()
@@ -114,7 +128,7 @@ class TFServingCore:
         except tf.errors.InvalidArgumentError as exc:
             # The graph's own check (a shape the signature allows but an op refuses): the client's fault.
             raise InvalidRequest(clip(exc.message, 1024)) from None
-        self.metrics.runtime_latency(self.model_label(target.model), "Predict", time.perf_counter() - start)
+        self.metrics.runtime_latency(self.model_label(version.model), "Predict", time.perf_counter() - start)
         names = [info.alias for info in signature.outputs]
         return Prediction(
             version, signature, {n: out for n, out in zip(names, outputs, strict=True) if n in wanted}
@@ -122,11 +136,7 @@ class TFServingCore:
 
     def metadata(self, target: Target, fields: Sequence[str]) -> LoadedVersion:
         """GetModelMetadata: the version whose SignatureDefMap to report (only "signature_def" exists)."""
-        if not fields:
-            raise InvalidRequest("GetModelMetadataRequest must specify at least one metadata_field")
-        unknown = [f for f in fields if f != SIGNATURE_DEF_FIELD]
-        if unknown:
-            raise InvalidRequest(f"Metadata field {clip(unknown[0])} is not supported")
+        check_metadata_fields(fields)
         return self.manager.resolve(target.model, target.version, target.label)
 
 
@@ -169,9 +179,7 @@ def _check_tensor(info: TensorInfo, array: np.ndarray) -> None:
         )
     if info.shape is None:
         return
-    if len(info.shape) != array.ndim or any(
-        want not in (-1, got) for want, got in zip(info.shape, array.shape, strict=True)
-    ):
+    if not shape_matches(array.shape, info.shape):
         raise InvalidRequest(
             f"input '{info.alias}' has shape {list(array.shape)}, the signature expects "
             f"{[d if d >= 0 else None for d in info.shape]}"
@@ -201,21 +209,15 @@ def model_spec(version: LoadedVersion, signature_name: str = "") -> model_pb2.Mo
 
 def metadata_response(version: LoadedVersion) -> get_model_metadata_pb2.GetModelMetadataResponse:
     response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=model_spec(version))
-    signature_map = get_model_metadata_pb2.SignatureDefMap()
-    for key, sig_def in version.signature_defs.items():
-        signature_map.signature_def[key].CopyFrom(sig_def)
-    response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
+    response.metadata[SIGNATURE_DEF_FIELD].Pack(version.signature_def_map)
     return response
 
 
 def metadata_json(version: LoadedVersion) -> dict[str, Any]:
     """The REST metadata body: the response's JSON with the Any unpacked, as TF Serving writes it."""
-    signature_map = get_model_metadata_pb2.SignatureDefMap()
-    for key, sig_def in version.signature_defs.items():
-        signature_map.signature_def[key].CopyFrom(sig_def)
     return {
         "model_spec": to_json(model_spec(version)),
-        "metadata": {SIGNATURE_DEF_FIELD: to_json(signature_map)},
+        "metadata": {SIGNATURE_DEF_FIELD: to_json(version.signature_def_map)},
     }
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from gateway.codecs.torchserve.signature import Signature
 from gateway.datatypes import datatype_of
 from gateway.types import TensorMetadata
-from runtimes.examples import SPECS, ExampleSpec, ensure_weights, load_weights
+from runtimes.examples import SPECS, ExampleSpec, example_params
 from runtimes.examples.build import Progress, print_progress
 from runtimes.torchserve.archive import package
 
@@ -58,7 +58,7 @@ def export_examples(
     written = []
     for name, spec in SPECS.items():
         started = time.perf_counter()
-        params = spec.draw(0)[0] if weights is None else load_weights(ensure_weights(weights, name))
+        params = example_params(name, weights)
         with warnings.catch_warnings():
             # torch 2.13 deprecates TorchScript for torch.export, but TorchServe 0.12 (the last release)
             # predates that: a TorchScript file is what every TorchServe image can load.

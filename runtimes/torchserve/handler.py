@@ -51,6 +51,7 @@ from gateway.codecs.torchserve.payload import (
 from gateway.codecs.torchserve.signature import FILENAME as SIGNATURE_FILE
 from gateway.codecs.torchserve.signature import Signature, loads_signature
 from gateway.codecs.v2.tensors import fmt_shape, owner
+from gateway.core.validation import shape_matches
 from gateway.datatypes import NUMPY_DTYPES
 from gateway.errors import GatewayError, InvalidRequest, clip
 from gateway.types import Tensor, TensorMetadata
@@ -88,6 +89,9 @@ class TensorHandler:
         self.model: Callable[..., Any] | None = None
         self.signature: Signature | None = None
         self.device = torch.device("cpu")
+        # Fixed by the signature, so computed once when it is set (`_set_signature`), not per request.
+        self._metadata_body = b""
+        self._batchable = False
 
     def initialize(self, context: Any) -> None:
         properties = context.system_properties
@@ -101,7 +105,7 @@ class TensorHandler:
 
     def load(self, model_dir: Path, serialized: str | None) -> None:
         """Loads `signature.json` and the model from an unpacked archive directory."""
-        self.signature = loads_signature((model_dir / SIGNATURE_FILE).read_text(), SIGNATURE_FILE)
+        self._set_signature(loads_signature((model_dir / SIGNATURE_FILE).read_text(), SIGNATURE_FILE))
         eager = model_dir / EAGER_FILE
         if eager.is_file():
             self.model = self._load_eager(model_dir, json.loads(eager.read_text()), serialized)
@@ -115,7 +119,13 @@ class TensorHandler:
         """Serves `model` (an `nn.Module` or any callable on tensors) directly, without an archive."""
         if isinstance(model, torch.nn.Module):
             model = model.to(self.device).eval()
-        self.model, self.signature = model, signature
+        self.model = model
+        self._set_signature(signature)
+
+    def _set_signature(self, signature: Signature) -> None:
+        self.signature = signature
+        self._metadata_body = signature.dumps().encode()
+        self._batchable = signature.batchable
 
     def _load_eager(self, model_dir: Path, spec: dict[str, Any], serialized: str | None) -> Any:
         module = importlib.import_module(str(spec["module"]))  # the archive's directory is on sys.path
@@ -138,10 +148,10 @@ class TensorHandler:
             try:
                 tensors, outputs, metadata = parse_request(_body(request))
                 if metadata:
-                    answers[index] = signature.dumps().encode()
+                    answers[index] = self._metadata_body
                     _set_type(context, index, JSON_TYPE)
                     continue
-                prepared.append(_prepare(index, tensors, outputs, signature))
+                prepared.append(_prepare(index, tensors, outputs, signature, self._batchable))
             except GatewayError as exc:
                 answers[index] = _fail(context, index, 400, "InvalidRequest", exc.message)
             except RecursionError:  # JSON nested deeper than the interpreter's stack: the client's doing
@@ -150,7 +160,7 @@ class TensorHandler:
                 _log.exception("decoding request %d of a batch of %d failed", index, len(requests))
                 message = f"the handler failed on the request ({type(exc).__name__}); see the model log"
                 answers[index] = _fail(context, index, 500, "ModelError", message)
-        for group in _groups(prepared, signature.batchable):
+        for group in _groups(prepared, self._batchable):
             try:
                 results = self._run(group, signature)
             except SignatureMismatch as exc:
@@ -185,7 +195,7 @@ class TensorHandler:
         total = sum(g.rows for g in group)
         split: list[list[np.ndarray]] = []
         for meta, array in zip(signature.outputs, outputs, strict=True):
-            _check_output(meta, array, total if signature.batchable else None)
+            _check_output(meta, array, total if self._batchable else None)
             split.append(np.split(array, bounds) if len(group) > 1 else [array])
         results = []
         for position, item in enumerate(group):
@@ -233,7 +243,11 @@ def _body(request: dict[str, Any]) -> bytes | bytearray:
 
 
 def _prepare(
-    index: int, tensors: list[Tensor], outputs: tuple[str, ...] | None, signature: Signature
+    index: int,
+    tensors: list[Tensor],
+    outputs: tuple[str, ...] | None,
+    signature: Signature,
+    batchable: bool,
 ) -> _Prepared:
     """The request's inputs in the signature's order, checked against it."""
     given = {t.name: t for t in tensors}
@@ -251,11 +265,11 @@ def _prepare(
             raise InvalidRequest(
                 f"input '{meta.name}': datatype {tensor.datatype}, the model takes {meta.datatype}"
             )
-        if not _fits(tensor.shape, meta.shape):
+        if not shape_matches(tensor.shape, meta.shape):
             raise InvalidRequest(
                 f"input '{meta.name}': shape {fmt_shape(tensor.shape)} does not match {list(meta.shape)}"
             )
-        if signature.batchable:
+        if batchable:
             if rows is not None and tensor.shape[0] != rows:
                 raise InvalidRequest(
                     f"input '{meta.name}': {tensor.shape[0]} rows, the other inputs have {rows}"
@@ -268,10 +282,6 @@ def _prepare(
         if missing:
             raise InvalidRequest(f"unknown {owner('output', missing[0])}; the model returns {names}")
     return _Prepared(index, arrays, outputs)
-
-
-def _fits(shape: tuple[int, ...], pattern: tuple[int, ...]) -> bool:
-    return len(shape) == len(pattern) and all(p in (-1, d) for d, p in zip(shape, pattern, strict=True))
 
 
 def _groups(prepared: list[_Prepared], batchable: bool) -> list[list[_Prepared]]:
@@ -344,7 +354,7 @@ def _check_output(meta: TensorMetadata, array: np.ndarray, rows: int | None) -> 
         raise SignatureMismatch(
             f"output '{meta.name}': dtype {array.dtype}, the signature says {meta.datatype}"
         )
-    if not _fits(tuple(array.shape), meta.shape):
+    if not shape_matches(array.shape, meta.shape):
         raise SignatureMismatch(
             f"output '{meta.name}': shape {list(array.shape)} does not match {list(meta.shape)}"
         )
