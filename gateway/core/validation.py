@@ -66,7 +66,10 @@ def shape_matches(shape: Sequence[int], expected: Sequence[int]) -> bool:
     """Whether `shape` fits `expected`: the same rank, and each dimension equal or -1 (any size)."""
     if len(shape) != len(expected):
         return False
-    return all(want == -1 or got == want for got, want in zip(shape, expected, strict=True))
+    for got, want in zip(shape, expected, strict=True):  # a loop: cheaper than all() over a generator
+        if got != want and want != -1:
+            return False
+    return True
 
 
 def _fmt(shape: Sequence[int]) -> str:

@@ -39,7 +39,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any, Final
 
-from gateway.codecs.v2.tensors import check_datatype, check_shape, owner, tensor_from_buffer, tensor_to_buffer
+from gateway.codecs.v2.tensors import buffer_tensor, check_datatype, check_shape, owner, tensor_to_buffer
 from gateway.errors import BackendError, GatewayError, InvalidRequest, clip
 from gateway.types import Tensor
 
@@ -225,7 +225,7 @@ def _tensors(
             dims = check_shape(name, entry.get("shape"), role=role)
             check_datatype(name, entry.get("datatype"), role=role)
             tensors.append(
-                tensor_from_buffer(name, entry["datatype"], dims, body[offset : offset + nbytes], role=role)
+                buffer_tensor(name, entry["datatype"], dims, body[offset : offset + nbytes], role=role)
             )
         except InvalidRequest as exc:
             raise error(exc.message) from None

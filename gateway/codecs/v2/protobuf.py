@@ -21,13 +21,13 @@ from google.protobuf.internal.containers import MessageMap
 from gateway.codecs.v2.extensions import refuse_unserved
 from gateway.codecs.v2.tensors import (
     INT64_MAX,
+    buffer_tensor,
     check_datatype,
-    check_shape,
     config_type,
     datatype_from_config_type,
+    int64_shape,
     owner,
     reshape,
-    tensor_from_buffer,
     wire_bytes,
 )
 from gateway.datatypes import ALL_DATATYPES, NUMPY_DTYPES
@@ -67,6 +67,7 @@ _FRAMING_PARAMETERS: Final = frozenset({"binary_data_output", "raw_binary"})
 _UINT64_MAX: Final = 2**64 - 1
 # Requested-output parameters that steer the REST framing; not forwarded either.
 _NOT_FORWARDED_OUTPUT: Final = frozenset({"binary_data"})
+_NONE_DROPPED: Final[frozenset[str]] = frozenset()
 
 ParameterMap = MessageMap[str, pb.InferParameter]
 
@@ -74,10 +75,14 @@ ParameterMap = MessageMap[str, pb.InferParameter]
 def request_from_proto(msg: pb.ModelInferRequest) -> InferenceRequest:
     """Decode a client's `ModelInferRequest`.
 
+    The request keeps `msg` as its `wire` when the message can be forwarded as it came (see
+    `request_to_wire`); whether it can is found out while decoding, which reads every field it depends on
+    anyway.
+
     Raises:
         InvalidRequest: Malformed tensors, mixed raw and typed contents, or duplicate names.
     """
-    inputs = _tensors(msg.inputs, msg.raw_input_contents, "input")
+    inputs, verbatim = _tensors(msg.inputs, msg.raw_input_contents, "input")
     outputs: list[RequestedOutput] | None = None
     if msg.outputs:
         outputs = []
@@ -86,9 +91,18 @@ def request_from_proto(msg: pb.ModelInferRequest) -> InferenceRequest:
             if requested.name in seen:
                 raise InvalidRequest(f"{owner('requested output', requested.name)} appears more than once")
             seen.add(requested.name)
-            outputs.append(RequestedOutput(requested.name, parameters_from_proto(requested.parameters)))
+            parameters, valued = _parameters(requested.parameters, _NOT_FORWARDED_OUTPUT)
+            verbatim = verbatim and valued
+            outputs.append(RequestedOutput(requested.name, parameters))
+    parameters, valued = _parameters(msg.parameters, _FRAMING_PARAMETERS)
     request = InferenceRequest(
-        msg.model_name, inputs, msg.model_version, msg.id, outputs, parameters_from_proto(msg.parameters), msg
+        msg.model_name,
+        inputs,
+        msg.model_version,
+        msg.id,
+        outputs,
+        parameters,
+        msg if verbatim and valued else None,
     )
     refuse_unserved(request)
     return request
@@ -130,12 +144,14 @@ def response_to_proto(
 def request_to_wire(request: InferenceRequest) -> bytes:
     """The serialized `ModelInferRequest` for a backend.
 
-    A request decoded from a client's gRPC message is that message again under the request's (backend)
-    model name when decoding changed nothing else (`_forwardable`); otherwise it is encoded anew. The
-    client's message is left as it came.
+    A request decoded from a client's gRPC message that decoding took as it came (`wire` is set: raw
+    contents only, no BOOL bytes to normalise, every parameter valued and none of the REST framing ones;
+    see `_tensors`) is that message again under the request's (backend) model name; otherwise it is
+    encoded anew. Fields this build of the protocol does not know are discarded before forwarding, as
+    re-encoding would. The client's message is left as it came.
     """
     source = request.wire
-    if not isinstance(source, pb.ModelInferRequest) or not _forwardable(source):
+    if not isinstance(source, pb.ModelInferRequest):
         return request_to_proto(request).SerializeToString()
     client_name = source.model_name
     source.DiscardUnknownFields()
@@ -146,42 +162,27 @@ def request_to_wire(request: InferenceRequest) -> bytes:
         source.model_name = client_name
 
 
-def _forwardable(msg: pb.ModelInferRequest) -> bool:
-    """Whether the backend would get from a client's message exactly what `request_to_proto` sends.
-
-    Not when decoding dropped or changed something: REST framing parameters and `binary_data` (not
-    forwarded), parameters with no value (skipped), typed or empty `contents` (we send raw only), BOOL
-    bytes (normalised to 0/1). Fields this build of the protocol does not know are discarded before
-    forwarding, as re-encoding would.
-    """
-    if len(msg.raw_input_contents) != len(msg.inputs) or not _valued(msg.parameters, _FRAMING_PARAMETERS):
-        return False
-    for tensor in msg.inputs:
-        if tensor.datatype == "BOOL" or tensor.HasField("contents") or not _valued(tensor.parameters):
-            return False
-    for output in msg.outputs:
-        if not _valued(output.parameters, _NOT_FORWARDED_OUTPUT):
-            return False
-    return True
-
-
-def _valued(parameters: ParameterMap, dropped: frozenset[str] = frozenset()) -> bool:
-    """Every parameter has a value and none is one that is not forwarded."""
-    return all(
-        key not in dropped and value.WhichOneof("parameter_choice") for key, value in parameters.items()
-    )
+def _parameters(params: ParameterMap, dropped: frozenset[str]) -> tuple[Parameters, bool]:
+    """`parameters_from_proto`, and whether the map goes on as it came: every entry has a value (decoding
+    skips those that do not) and none is one that is not forwarded (`dropped`)."""
+    if not params:  # the usual case, checked first: walking even an empty map costs far more
+        return {}, True
+    decoded = parameters_from_proto(params)
+    return decoded, len(decoded) == len(params) and dropped.isdisjoint(decoded)
 
 
 def _answers_as_is(msg: pb.ModelInferResponse, response: InferenceResponse, wanted: set[str] | None) -> bool:
-    """Whether a backend's message still says what `response` does, in raw contents only (what standard
-    clients read), and holds only `wanted` outputs."""
-    if len(msg.outputs) != len(response.outputs) or len(msg.raw_output_contents) != len(msg.outputs):
-        return False
-    if any(output.HasField("contents") for output in msg.outputs):
+    """Whether a backend's message (kept as `wire` only when decoding took it as it came: raw contents,
+    which standard clients read) still holds what `response` does, and only `wanted` outputs."""
+    outputs = msg.outputs
+    if len(outputs) != len(response.outputs):
         return False
     if wanted is None:
         return True
-    return all(output.name in wanted for output in msg.outputs)
+    for output in outputs:  # a loop, not all() over a generator: this runs on every gRPC answer
+        if output.name not in wanted:
+            return False
+    return True
 
 
 def request_to_proto(request: InferenceRequest) -> pb.ModelInferRequest:
@@ -211,12 +212,12 @@ def response_from_proto(msg: pb.ModelInferResponse) -> InferenceResponse:
         BackendError: The response is inconsistent (counts, sizes, datatypes).
     """
     try:
-        outputs = _tensors(msg.outputs, msg.raw_output_contents, "output")
+        outputs, verbatim = _tensors(msg.outputs, msg.raw_output_contents, "output")
     except InvalidRequest as exc:
         raise BackendError(f"unreadable inference response: {exc.message}") from None
-    return InferenceResponse(
-        msg.model_name, outputs, msg.model_version, msg.id, parameters_from_proto(msg.parameters), msg
-    )
+    parameters, valued = _parameters(msg.parameters, _NONE_DROPPED)
+    wire = msg if verbatim and valued else None
+    return InferenceResponse(msg.model_name, outputs, msg.model_version, msg.id, parameters, wire)
 
 
 def parameters_from_proto(params: Mapping[str, pb.InferParameter]) -> Parameters:
@@ -330,35 +331,48 @@ def _tensors(
     items: Sequence[pb.ModelInferRequest.InferInputTensor | pb.ModelInferResponse.InferOutputTensor],
     raw: Sequence[bytes],
     role: str,
-) -> list[Tensor]:
+) -> tuple[list[Tensor], bool]:
+    """The tensors, and whether they are all in the message as re-encoding would write them
+    (`verbatim`): in raw contents with no `contents` field, not BOOL (whose bytes decoding normalises to
+    0/1), every parameter valued."""
     if raw and len(raw) != len(items):
         raise InvalidRequest(f"raw_{role}_contents has {len(raw)} entries for {len(items)} {role}s")
     tensors: list[Tensor] = []
     seen: set[str] = set()
-    for index, item in enumerate(items):
+    verbatim = bool(raw) or not items
+    for index in range(len(items)):  # indexing a repeated field costs less than iterating it (upb)
+        item = items[index]
         name = item.name
         if not name:
             raise InvalidRequest(f"{role}s[{index}]: missing 'name'")
         if name in seen:
             raise InvalidRequest(f"{owner(role, name)} appears more than once")
         seen.add(name)
-        if not item.datatype:
+        datatype = item.datatype
+        if not datatype:
             raise InvalidRequest(f"{owner(role, name)}: missing 'datatype'")
         if raw:
-            # An empty `contents` message next to raw contents is harmless; data in both is ambiguous.
-            if item.HasField("contents") and item.contents.ByteSize() > 0:
-                raise InvalidRequest(
-                    f"{owner(role, name)}: sets 'contents' although raw_{role}_contents is used"
-                )
-            # Checks the datatype and shape itself (this is the hot path: no second check here).
-            tensor = tensor_from_buffer(name, item.datatype, item.shape, raw[index], role=role)
+            if item.HasField("contents"):
+                # An empty `contents` message next to raw contents is harmless; data in both is ambiguous.
+                if item.contents.ByteSize() > 0:
+                    raise InvalidRequest(
+                        f"{owner(role, name)}: sets 'contents' although raw_{role}_contents is used"
+                    )
+                verbatim = False
+            # Checks the datatype itself (this is the hot path: no second check here).
+            tensor = buffer_tensor(
+                name, datatype, int64_shape(name, item.shape, role=role), raw[index], role=role
+            )
         else:
-            check_datatype(name, item.datatype, role=role)
-            shape = check_shape(name, item.shape, role=role)
-            tensor = _from_contents(name, item.datatype, shape, item.contents, role)
-        tensor.parameters = parameters_from_proto(item.parameters)
+            check_datatype(name, datatype, role=role)
+            shape = int64_shape(name, item.shape, role=role)
+            tensor = _from_contents(name, datatype, shape, item.contents, role)
+        if datatype == "BOOL":
+            verbatim = False
+        tensor.parameters, valued = _parameters(item.parameters, _NONE_DROPPED)
+        verbatim = verbatim and valued
         tensors.append(tensor)
-    return tensors
+    return tensors, verbatim
 
 
 def _from_contents(

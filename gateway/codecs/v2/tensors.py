@@ -72,6 +72,19 @@ def check_shape(name: str, shape: Any, *, role: str = "input") -> tuple[int, ...
     return dims
 
 
+def int64_shape(name: str, shape: Sequence[int], *, role: str = "input") -> tuple[int, ...]:
+    """`check_shape` for a protobuf `repeated int64` field, the hot path of every gRPC tensor.
+
+    Such a field holds only ints within int64 by construction, so the sign is all that is left to check,
+    and it is checked without a per-dimension Python loop (a slice of the field is a third of the cost of
+    `tuple()` over it in the upb backend).
+    """
+    dims = tuple(shape[:])
+    if dims and min(dims) < 0:
+        raise InvalidRequest(f"{owner(role, name)}: shape {fmt_shape(dims)} has a negative dimension")
+    return dims
+
+
 def check_datatype(name: str, datatype: Any, *, role: str = "input") -> np.dtype:
     """The numpy dtype of an OIP datatype name; `InvalidRequest` naming the tensor if it is unknown."""
     if not isinstance(datatype, str):
@@ -105,7 +118,13 @@ def tensor_from_buffer(
     Raises:
         InvalidRequest: Unknown datatype, bad shape, or a buffer size that does not match the shape.
     """
-    dims = check_shape(name, shape, role=role)
+    return buffer_tensor(name, datatype, check_shape(name, shape, role=role), buf, role=role)
+
+
+def buffer_tensor(
+    name: str, datatype: str, dims: tuple[int, ...], buf: bytes | memoryview, *, role: str = "input"
+) -> Tensor:
+    """`tensor_from_buffer` for a shape already checked (`check_shape`, `int64_shape`)."""
     dtype = check_datatype(name, datatype, role=role)
     count = math.prod(dims)
     if datatype == "BYTES":

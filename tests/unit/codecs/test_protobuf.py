@@ -509,6 +509,19 @@ def test_forwarding_drops_what_decoding_skipped() -> None:
     assert b"\xa0\x06\x01" not in forwarded.SerializeToString()
 
 
+def test_a_backend_answer_is_re_encoded_where_decoding_changed_it() -> None:
+    """A backend's BOOL bytes other than 0/1 reach the client as decoding normalised them, and an output
+    parameter with no value (skipped when decoding) is not passed on: the message is not reused as is."""
+    msg = pb.ModelInferResponse(model_name="backend-name")
+    msg.outputs.add(name="b", datatype="BOOL", shape=[2])
+    msg.outputs.add(name="y", datatype="FP32", shape=[1]).parameters["note"].SetInParent()
+    msg.raw_output_contents.extend([b"\x02\x00", np.array([1], dtype=np.float32).tobytes()])
+    response = response_from_proto(pb.ModelInferResponse.FromString(msg.SerializeToString()))
+    answer = response_to_proto(response, InferenceRequest("m", []))
+    assert answer.raw_output_contents[0] == b"\x01\x00"
+    assert "note" not in answer.outputs[1].parameters
+
+
 def test_a_typed_backend_answer_is_re_encoded_raw() -> None:
     """A backend answering in typed contents (MLServer, KServe) is answered to the client in raw
     contents, which standard clients read, not passed on as it came."""
