@@ -112,6 +112,24 @@ def test_grpc_predictions_equal_oip(
     np.testing.assert_allclose(_logits(reply.prediction), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_grpc_stream_predictions_is_one_predictions_answer(
+    channel: grpc.Channel, features: np.ndarray, version: str
+) -> None:
+    """StreamPredictions streams exactly one message, the Predictions answer, and ends (TorchServe 0.12
+    itself fails the call with "Worker died." for a handler that does not stream)."""
+    request = pb.PredictionsRequest(model_name=MODEL, model_version=version, input={"data": _body(features)})
+    stream = channel.unary_stream(
+        SERVICE + "StreamPredictions",
+        request_serializer=pb.PredictionsRequest.SerializeToString,
+        response_deserializer=pb.PredictionResponse.FromString,
+    )
+    replies = list(stream(request, timeout=30))
+    assert len(replies) == 1
+    np.testing.assert_array_equal(
+        _logits(replies[0].prediction), _logits(_predictions(channel, request).prediction)
+    )
+
+
 def test_metadata_query_is_the_oip_metadata(channel: grpc.Channel, rest: httpx.Client, version: str) -> None:
     """A metadata query answers the model's OIP inputs and outputs as a signature, over both transports."""
     base = f"/v2/models/{MODEL}" + (f"/versions/{version}" if version else "")

@@ -6,9 +6,13 @@ project's clients use "data"), and answers the response payload, or for a metada
 signature JSON, as `prediction` (see `gateway.api.torchserve`); a request with no input or several is
 INVALID_ARGUMENT, as the gateway cannot tell which one is the payload. `Ping` answers
 `TorchServeHealthResponse{health: '{"status": "Healthy"}'}` while the gateway serves ("Unhealthy" when
-not, still OK as TorchServe's Ping does). `StreamPredictions` and `StreamPredictions2` (streamed answers,
-sequences) are UNIMPLEMENTED. An `authorization` metadata entry, which TorchServe clients send, is
-accepted and ignored: the gateway does not authenticate its clients.
+not, still OK as TorchServe's Ping does). `StreamPredictions` (a server stream) is answered with one
+PredictionResponse, the Predictions answer, and then ends: every backend behind the gateway answers a
+request whole, and that is what TorchServe itself streams for a handler that does not stream; an error
+ends the call with its status, as it does in TorchServe. `StreamPredictions2` (TorchServe's sequence
+batching: a stateful session pinned to one worker) is UNIMPLEMENTED: the gateway routes each request on
+its own and cannot keep a sequence on one replica. An `authorization` metadata entry, which TorchServe
+clients send, is accepted and ignored: the gateway does not authenticate its clients.
 
 Handlers take and return wire bytes, as the OIP servicer's do and for the same reasons (see
 `gateway.api.grpc.servicer`): bytes that do not parse are the client's INVALID_ARGUMENT in our words, and
@@ -20,6 +24,7 @@ under the protocol label `torchserve_grpc`.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Final
 
 import grpc
@@ -36,7 +41,6 @@ from gateway.types import RequestContext
 
 SERVICE_NAME: Final = "org.pytorch.serve.grpc.inference.InferenceAPIsService"
 PROTOCOL: Final = "torchserve_grpc"
-_STREAMING: Final = ("StreamPredictions", "StreamPredictions2")
 
 
 def _payload(message: pb.PredictionsRequest) -> bytes:
@@ -77,6 +81,10 @@ class TorchServeServicer:
             self._server.observe_transfer(call, len(data), len(reply))
         return reply
 
+    async def StreamPredictions(self, data: bytes, context: Context) -> AsyncIterator[bytes]:
+        """The Predictions answer as a stream of one message (see the module docstring)."""
+        yield await self.Predictions(data, context)
+
     @reports_errors
     async def Ping(self, data: bytes, context: Context) -> bytes:
         parse(empty_pb2.Empty, data)
@@ -84,10 +92,11 @@ class TorchServeServicer:
         return pb.TorchServeHealthResponse(health=health).SerializeToString()
 
 
-async def _refuse_stream(request: object, context: Context) -> None:
+async def _refuse_sequences(requests: object, context: Context) -> None:
     await context.abort(
         status_for(ErrorCode.UNIMPLEMENTED),
-        "streamed predictions are not supported by the gateway: use Predictions",
+        "StreamPredictions2 (sequence batching) is not supported by the gateway: "
+        "use Predictions or StreamPredictions",
     )
 
 
@@ -97,8 +106,8 @@ def add_torchserve_service(servicer: TorchServeServicer, server: grpc.aio.Server
     handlers: dict[str, grpc.RpcMethodHandler] = {
         "Predictions": grpc.unary_unary_rpc_method_handler(servicer.Predictions),
         "Ping": grpc.unary_unary_rpc_method_handler(servicer.Ping),
-        _STREAMING[0]: grpc.unary_stream_rpc_method_handler(_refuse_stream),
-        _STREAMING[1]: grpc.stream_stream_rpc_method_handler(_refuse_stream),
+        "StreamPredictions": grpc.unary_stream_rpc_method_handler(servicer.StreamPredictions),
+        "StreamPredictions2": grpc.stream_stream_rpc_method_handler(_refuse_sequences),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)

@@ -124,19 +124,47 @@ async def test_ping(served: tuple[grpc.aio.Channel, TorchServer], healthy: bool,
     assert json.loads(reply.health) == {"status": word}
 
 
-async def test_streaming_methods_are_unimplemented(served: tuple[grpc.aio.Channel, TorchServer]) -> None:
-    """StreamPredictions and StreamPredictions2 are UNIMPLEMENTED, with a pointer to Predictions."""
+async def test_stream_predictions_answers_one_message_then_ends(
+    served: tuple[grpc.aio.Channel, TorchServer],
+) -> None:
+    """StreamPredictions streams the Predictions answer as its one message and ends, counted once."""
+    channel, fake = served
+    request = _predictions(data=BODY)
+    replies = [r async for r in channel.unary_stream(f"/{SERVICE}/StreamPredictions")(request, timeout=5)]
+    assert len(replies) == 1
+    [y] = payload.decode_response(pb.PredictionResponse.FromString(replies[0]).prediction)
+    assert (y.name, y.shape) == ("y", (4,))
+    assert len(fake.requests) == 1 and fake.transfers == [(len(request), len(replies[0]))]
+
+
+async def test_stream_predictions_errors_end_the_call_with_their_status(
+    served: tuple[grpc.aio.Channel, TorchServer],
+) -> None:
+    """A refused or failed StreamPredictions ends with the status Predictions would have had, counted."""
+    channel, fake = served
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in channel.unary_stream(f"/{SERVICE}/StreamPredictions")(_predictions(), timeout=5):
+            pass
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert fake.rejected == [("m", "torchserve_grpc", "INVALID_ARGUMENT")]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        stream = channel.unary_stream(f"/{SERVICE}/StreamPredictions")(
+            _predictions("nope", data=BODY), timeout=5
+        )
+        async for _ in stream:
+            pass
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_sequence_streams_are_unimplemented(served: tuple[grpc.aio.Channel, TorchServer]) -> None:
+    """StreamPredictions2 (sequence batching) is UNIMPLEMENTED, naming what to use instead."""
     channel, _ = served
-    calls = [
-        channel.unary_stream(f"/{SERVICE}/StreamPredictions")(_predictions(data=BODY), timeout=5),
-        channel.stream_stream(f"/{SERVICE}/StreamPredictions2")(iter([_predictions(data=BODY)]), timeout=5),
-    ]
-    for call in calls:
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            async for _ in call:
-                pass
-        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        assert "use Predictions" in (info.value.details() or "")
+    call = channel.stream_stream(f"/{SERVICE}/StreamPredictions2")(iter([_predictions(data=BODY)]), timeout=5)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in call:
+            pass
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "use Predictions or StreamPredictions" in (info.value.details() or "")
 
 
 async def test_reflection_and_health_list_the_service(served: tuple[grpc.aio.Channel, TorchServer]) -> None:
