@@ -9,7 +9,9 @@ one input (`input["data"]` over gRPC, the body over REST). What is TorchServe's 
   never the client's;
 - OIP metadata is the archive's signature, which the handler answers to a metadata query (a Predictions
   call, so it needs only the inference key; TorchServe's management API stays on loopback);
-- a model is ready when that query is answered (TorchServe answers 503 while it has no ready worker);
+- a model is ready when that query is answered (TorchServe refuses it at once, 503 / INTERNAL, while the
+  model has no worker), or when the query is still queued behind the model's inferences as the probe's
+  time runs out and Ping says Healthy: busy, not unready (`model_ready`);
 - the server is ready when Ping says Healthy;
 - it declares no batching to the gateway (TorchServe batches in its frontend: `batchSize`, `maxBatchDelay`).
 """
@@ -91,6 +93,7 @@ class TorchServeBackend:
     ) -> None:
         self.name = name
         self._timeout_s = settings.timeout_s
+        self._probe_timeout_s = settings.health_check_timeout_s
         secret = settings.inference_key.get_secret_value() if settings.inference_key is not None else ""
         self._key = BearerKey(name, key=secret, path=settings.inference_key_file)
         self._transport: _Transport
@@ -130,10 +133,10 @@ class TorchServeBackend:
         self, name: str, version: str, endpoint: str, *, options: RouteOptions = NO_OPTIONS
     ) -> ModelMetadata:
         """The archive's signature (the handler answers a metadata query with it)."""
-        version = _version(version, options)
-        reply = await self._predict(
-            name, version, payload.encode_metadata_request(), endpoint, self._timeout_s
-        )
+        return await self._signature(name, _version(version, options), endpoint, self._timeout_s)
+
+    async def _signature(self, name: str, version: str, endpoint: str, timeout_s: float) -> ModelMetadata:
+        reply = await self._predict(name, version, payload.encode_metadata_request(), endpoint, timeout_s)
         code, _kind, _message = payload.decode_error(reply)
         if code:  # the handler's error body (over gRPC, in an OK reply), not the signature
             raise _handler_error(self.name, reply)
@@ -153,12 +156,21 @@ class TorchServeBackend:
     async def model_ready(
         self, name: str, version: str, endpoint: str, *, options: RouteOptions = NO_OPTIONS
     ) -> bool:
-        """Whether a worker answers the model's metadata query (NOT_FOUND for a model it does not have)."""
+        """Whether a worker answers the model's metadata query (NOT_FOUND for a model it does not have).
+
+        The query waits in the model's job queue behind the inferences already there, and TorchServe
+        queues a request only for a model that has workers: one without is refused at once (checked with
+        0.12.0: gRPC INTERNAL / HTTP 503 "has no worker to serve inference request"). So a query still
+        waiting when the probe's time (`health_check_timeout_s`) is up means a busy model, and it reads as
+        ready while Ping says the server is Healthy; a busy model is not taken for a missing one.
+        """
         try:
-            await self.model_metadata(name, version, endpoint, options=options)
+            await self._signature(name, _version(version, options), endpoint, self._probe_timeout_s)
         except GatewayError as exc:
             if exc.code is ErrorCode.NOT_FOUND:
                 raise
+            if exc.code is ErrorCode.DEADLINE_EXCEEDED:
+                return await self.ready(endpoint)
             return False
         return True
 

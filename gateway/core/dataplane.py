@@ -53,6 +53,9 @@ _CacheEntry = tuple[float, ModelMetadata | None]
 # Keys hold the version the client asked for, so the cache must not grow with what clients send: past
 # this many entries the oldest fetch is dropped (routes times real versions stay far below it).
 _METADATA_CACHE_ENTRIES = 1024
+# After a background refresh of stale metadata failed, the stale entry serves this long (or the TTL, if
+# shorter) before the next refresh is tried: often enough to recover soon, not a fetch per request.
+_REFRESH_RETRY_S = 5.0
 
 
 def _package_version() -> str:
@@ -151,11 +154,11 @@ class DataPlane:
             Unimplemented: The backend does not serve metadata.
         """
         route = self._router.match(name, version)
-        entry = self._fresh_entry(route, version)
+        cluster = self._clusters[route.backend]
+        entry = self._usable_entry(route, version, cluster)
         if entry is not None:  # the hot path of fronts that type requests by it: no timer, no await
             metadata = entry[1]
         else:
-            cluster = self._clusters[route.backend]
             with self._internal_errors(name, version):
                 async with asyncio.timeout(cluster.timeout_s):
                     metadata = await self._cached_metadata(route, version, cluster)
@@ -219,7 +222,7 @@ class DataPlane:
                     raise DeadlineExceeded(f"deadline passed before model '{model}' was called")
             metadata: ModelMetadata | None = None
             if self._validate or cluster.backend.needs_metadata:
-                entry = self._fresh_entry(route, request.model_version)
+                entry = self._usable_entry(route, request.model_version, cluster)
                 if entry is not None:
                     metadata = entry[1]
                 else:
@@ -349,6 +352,26 @@ class DataPlane:
         entry = self._metadata_cache.get((route, version))
         return entry if entry is not None and entry[0] > self._clock() else None
 
+    def _usable_entry(self, route: Route, version: str, cluster: Cluster) -> _CacheEntry | None:
+        """The route's cache entry, fresh or stale (read without awaiting anything), else None.
+
+        A stale entry is served while one refresh runs in the background (stale-while-revalidate): once a
+        model's metadata is known, its expiry never holds requests up. It matters most where metadata
+        comes through the model's own queue (TorchServe answers it from the handler, behind the
+        inferences already waiting): a blocking refresh under load would stall every request of the model
+        behind one that waits its turn, and fail them all if it timed out. A failed refresh keeps the stale
+        entry (see `_fetched`). With a TTL of 0 (no cache) nothing stale is served.
+        """
+        key = (route, version)
+        entry = self._metadata_cache.get(key)
+        if entry is None or entry[0] > self._clock():
+            return entry
+        if cluster.metadata_ttl_s <= 0:
+            return None
+        if key not in self._metadata_pending:
+            self._start_fetch(key, route, version, cluster)
+        return entry
+
     async def _cached_metadata(self, route: Route, version: str, cluster: Cluster) -> ModelMetadata | None:
         """The route's metadata, fetched at most once per TTL however many requests ask at once."""
         entry = self._fresh_entry(route, version)
@@ -357,11 +380,18 @@ class DataPlane:
         key = (route, version)
         task = self._metadata_pending.get(key)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._fetch_metadata(route, version, cluster))
-            self._metadata_pending[key] = task
-            task.add_done_callback(lambda t: self._fetched(key, t))
+            task = self._start_fetch(key, route, version, cluster)
         # Shielded: one caller's deadline must not cancel the fetch the others wait for.
         return await asyncio.shield(task)
+
+    def _start_fetch(
+        self, key: tuple[Route, str], route: Route, version: str, cluster: Cluster
+    ) -> asyncio.Task[ModelMetadata | None]:
+        """The one fetch of a route's metadata, shared by all who wait for it (see `_fetched`)."""
+        task = asyncio.get_running_loop().create_task(self._fetch_metadata(route, version, cluster))
+        self._metadata_pending[key] = task
+        task.add_done_callback(lambda t: self._fetched(key, t, cluster.metadata_ttl_s))
+        return task
 
     async def _fetch_metadata(self, route: Route, version: str, cluster: Cluster) -> ModelMetadata | None:
         endpoint = cluster.pick()
@@ -384,10 +414,28 @@ class DataPlane:
         cache[(route, version)] = (self._clock() + cluster.metadata_ttl_s, metadata)
         return metadata
 
-    def _fetched(self, key: tuple[Route, str], task: asyncio.Task[ModelMetadata | None]) -> None:
+    def _fetched(
+        self, key: tuple[Route, str], task: asyncio.Task[ModelMetadata | None], ttl_s: float
+    ) -> None:
+        """A fetch ended. If it failed where a stale entry was serving (a background refresh), that entry
+        goes on serving until the next try, `_REFRESH_RETRY_S` away; unless the backend no longer has the
+        model (NOT_FOUND), which drops it, so requests meet the backend's own answer."""
         self._metadata_pending.pop(key, None)
-        if not task.cancelled():
-            task.exception()  # retrieved: the waiters got it; no "never retrieved" warning
+        if task.cancelled():
+            return
+        error = task.exception()  # retrieved: the waiters got it; no "never retrieved" warning
+        stale = self._metadata_cache.get(key)
+        if error is None or stale is None:
+            return
+        if isinstance(error, GatewayError) and error.code is ErrorCode.NOT_FOUND:
+            del self._metadata_cache[key]
+            return
+        log.warning(
+            "refreshing the metadata of model '%s' failed (%r); the cached metadata serves meanwhile",
+            key[0].model,
+            error,
+        )
+        self._metadata_cache[key] = (self._clock() + min(ttl_s, _REFRESH_RETRY_S), stale[1])
 
     @contextlib.contextmanager
     def _internal_errors(self, model: str, version: str) -> Iterator[None]:

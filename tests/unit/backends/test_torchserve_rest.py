@@ -114,6 +114,54 @@ async def test_metadata_readiness_and_errors() -> None:
     assert await backend(FakeTorchServe("k"), inference_key="wrong").ready(ENDPOINT) is False
 
 
+class BusyTorchServe(FakeTorchServe):
+    """A model whose queue holds a metadata query past the probe's time (`hold_s`), or that has no worker."""
+
+    def __init__(self, *, hold_s: float = 0.0, healthy: bool = True, workers: bool = True) -> None:
+        super().__init__("k")
+        self.hold_s, self.healthy, self.workers = hold_s, healthy, workers
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/ping":
+            status = "Healthy" if self.healthy else "Unhealthy"
+            return httpx.Response(200 if self.healthy else 500, json={"status": status})
+        if not self.workers:
+            message = 'Model "double" has no worker to serve inference request.'
+            body = {"code": 503, "type": "ServiceUnavailableException", "message": message}
+            return httpx.Response(503, json=body)
+        await asyncio.sleep(self.hold_s)
+        return self(request)
+
+
+@pytest.mark.parametrize(
+    ("busy", "expected"),
+    [
+        (BusyTorchServe(hold_s=5.0), True),
+        (BusyTorchServe(hold_s=5.0, healthy=False), False),
+        (BusyTorchServe(workers=False), False),
+    ],
+    ids=["queued-and-healthy", "queued-but-unhealthy", "no-worker"],
+)
+async def test_a_busy_model_is_ready_and_one_without_workers_is_not(
+    busy: BusyTorchServe, expected: bool
+) -> None:
+    """A metadata query still queued when the probe's time is up (TorchServe queues only for a model with
+    workers) reads as ready if Ping says Healthy, within the probe's time, not after the queue drains; a
+    model with no worker (refused at once) is not ready."""
+    config = TorchServeBackendSettings(
+        kind="torchserve",
+        protocol="rest",
+        endpoints=[ENDPOINT],
+        inference_key="k",
+        health_check_timeout_s=0.2,
+    )  # type: ignore[arg-type]
+    client = TorchServeBackend("ts", config, http_transport=httpx.MockTransport(busy.handle))
+    started = asyncio.get_running_loop().time()
+    assert await client.model_ready("double", "", ENDPOINT) is expected
+    assert asyncio.get_running_loop().time() - started < 2.0
+    await client.close()
+
+
 async def test_concurrent_refusals_all_retry_with_the_renewed_key(tmp_path: Path) -> None:
     """Many calls refused at once after a renewal: each retries with the key read again, none is a 502
     (only the first call's refresh sees the file change; the others see a key different from theirs)."""

@@ -508,3 +508,95 @@ def test_a_refusal_is_counted_under_the_route_its_version_picks() -> None:
     assert context.version_label == "tfserving"
     assert requests_total(metrics, version="tfserving", code="INVALID_ARGUMENT") == 1
     assert requests_total(metrics, version="", code="INVALID_ARGUMENT") == 0
+
+
+class GatedMetadata(FakeBackend):
+    """Metadata answers wait for `gate` (a refresh stuck behind a busy model's queue)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.asked = 0
+
+    async def model_metadata(self, name: str, version: str, endpoint: str, **kwargs: Any) -> Any:
+        self.asked += 1
+        await self.gate.wait()
+        return await super().model_metadata(name, version, endpoint, **kwargs)
+
+
+def _stale_plane(backend: FakeBackend) -> tuple[DataPlane, StepClock, GatewayMetrics]:
+    clock = StepClock()
+    metrics = GatewayMetrics()
+    cluster = Cluster(
+        "jax", backend, ("a:1",), timeout_s=30.0, metadata_ttl_s=30.0, metrics=metrics, framework="jax"
+    )
+    cluster.endpoints[0].healthy = True
+    return (
+        DataPlane(Router((Route("cnn", "", "jax", "double"),)), {"jax": cluster}, metrics, clock=clock),
+        clock,
+        metrics,
+    )
+
+
+def _metadata_calls(backend: FakeBackend) -> int:
+    return [c[0] for c in backend.calls].count("metadata")
+
+
+async def test_expired_metadata_serves_while_one_refresh_runs_in_the_background() -> None:
+    """Past the TTL, requests are validated with the cached metadata and answered at once while a single
+    refresh waits (as behind a busy TorchServe model's queue); when it lands, the entry is fresh again."""
+    backend = GatedMetadata()
+    plane, clock, _ = _stale_plane(backend)
+    await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    clock.now += 31.0
+    backend.gate.clear()
+    for _ in range(3):
+        answer = await asyncio.wait_for(plane.infer(fp32_request("cnn"), RequestContext("grpc")), 1.0)
+        assert answer.model_name == "cnn"
+    with pytest.raises(InvalidRequest):  # the stale metadata still validates
+        await asyncio.wait_for(plane.infer(fp32_request("cnn", name="z"), RequestContext("grpc")), 1.0)
+    assert (await asyncio.wait_for(plane.model_metadata("cnn"), 1.0)).name == "cnn"
+    assert backend.asked == 2  # the first fetch and one refresh, however many asked meanwhile
+    backend.gate.set()
+    await asyncio.sleep(0.01)
+    await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    assert backend.asked == 2  # refreshed: fresh again, nothing more fetched
+
+
+async def test_a_failed_refresh_keeps_the_stale_metadata_and_retries_later(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A refresh that fails keeps the cached metadata serving, logs once, and is tried again only after
+    the retry interval, not on every request."""
+    backend = FakeBackend()
+    plane, clock, metrics = _stale_plane(backend)
+    await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    clock.now += 31.0
+    backend.metadata_error = BackendError("backend 'fake' failed")
+    with caplog.at_level(logging.WARNING, logger="gateway.core.dataplane"):
+        for _ in range(3):
+            await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+            await asyncio.sleep(0.01)
+    assert _metadata_calls(backend) == 2
+    assert sum("refreshing the metadata of model 'cnn' failed" in r.message for r in caplog.records) == 1
+    assert requests_total(metrics, code="OK") == 4
+    clock.now += 6.0  # past the retry interval
+    backend.metadata_error = None
+    await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    await asyncio.sleep(0.01)
+    assert _metadata_calls(backend) == 3
+
+
+async def test_a_refresh_that_finds_the_model_gone_drops_the_entry() -> None:
+    """When the backend no longer has the model, the stale entry is dropped: the next request fetches
+    (and meets the backend's NOT_FOUND) instead of being validated against metadata of a model now gone."""
+    backend = FakeBackend()
+    plane, clock, _ = _stale_plane(backend)
+    await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    clock.now += 31.0
+    backend.metadata_error = ModelNotFound("double")
+    await plane.infer(fp32_request("cnn"), RequestContext("grpc"))  # served stale; the refresh runs
+    await asyncio.sleep(0.01)
+    with pytest.raises(ModelNotFound):
+        await plane.model_metadata("cnn")
