@@ -32,7 +32,7 @@ from gateway.backends.base import readable
 from gateway.backends.credentials import BearerKey
 from gateway.backends.grpc_client import grpc_error, open_channel
 from gateway.backends.http_client import map_http_errors, pooled_client, status_error
-from gateway.codecs.torchserve import payload
+from gateway.codecs.torchserve import grpc_wire, payload
 from gateway.codecs.torchserve.signature import loads_signature
 from gateway.errors import (
     BackendError,
@@ -65,7 +65,7 @@ def _version(request_version: str, options: RouteOptions) -> str:
 
 class _Transport(Protocol):
     async def predict(
-        self, model: str, version: str, body: bytes, endpoint: str, timeout_s: float
+        self, model: str, version: str, body: payload.Framed, endpoint: str, timeout_s: float
     ) -> bytes: ...
     async def ping(self, endpoint: str) -> bool: ...
     async def close(self) -> None: ...
@@ -102,7 +102,9 @@ class TorchServeBackend:
         else:
             self._transport = _RestTransport(name, settings, self._key, http_transport)
 
-    async def _predict(self, model: str, version: str, body: bytes, endpoint: str, timeout_s: float) -> bytes:
+    async def _predict(
+        self, model: str, version: str, body: payload.Framed, endpoint: str, timeout_s: float
+    ) -> bytes:
         return await self._transport.predict(model, version, body, endpoint, timeout_s)
 
     async def infer(
@@ -116,7 +118,7 @@ class TorchServeBackend:
     ) -> InferenceResponse:
         """Run one request through the project's handler on `endpoint`."""
         outputs = [o.name for o in request.outputs] if request.outputs else None
-        body = payload.encode_request(request.inputs, outputs)
+        body = payload.encode_request_parts(request.inputs, outputs)
         version = _version(request.model_version, options)
         reply = await self._predict(request.model_name, version, body, endpoint, timeout_s)
         if not reply.startswith(payload.MAGIC):
@@ -136,7 +138,8 @@ class TorchServeBackend:
         return await self._signature(name, _version(version, options), endpoint, self._timeout_s)
 
     async def _signature(self, name: str, version: str, endpoint: str, timeout_s: float) -> ModelMetadata:
-        reply = await self._predict(name, version, payload.encode_metadata_request(), endpoint, timeout_s)
+        query = payload.encode_metadata_request()
+        reply = await self._predict(name, version, payload.Framed([query], len(query)), endpoint, timeout_s)
         code, _kind, _message = payload.decode_error(reply)
         if code:  # the handler's error body (over gRPC, in an OK reply), not the signature
             raise _handler_error(self.name, reply)
@@ -240,9 +243,10 @@ class _GrpcTransport:
             raise _torchserve_grpc_error(self._name, exc, model) from None
         return reply
 
-    async def predict(self, model: str, version: str, body: bytes, endpoint: str, timeout_s: float) -> bytes:
-        message = pb.PredictionsRequest(model_name=model, model_version=version, input={_INPUT: body})
-        wire = message.SerializeToString()
+    async def predict(
+        self, model: str, version: str, body: payload.Framed, endpoint: str, timeout_s: float
+    ) -> bytes:
+        wire = grpc_wire.predictions_request(model, version, _INPUT, body.parts, body.size)
         rpc = self._predictions[endpoint]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s  # one deadline for the call and its retry with a renewed key
@@ -252,12 +256,11 @@ class _GrpcTransport:
 
         reply = await _with_fresh_key(self._key, self._name, call)
         try:
-            prediction = pb.PredictionResponse.FromString(reply).prediction
-        except DecodeError:
+            return grpc_wire.prediction(reply)
+        except ValueError:
             raise BackendError(
                 f"backend '{self._name}' answered with bytes that are not a PredictionResponse"
             ) from None
-        return prediction
 
     async def ping(self, endpoint: str) -> bool:
         try:
@@ -323,14 +326,17 @@ class _RestTransport:
             raise _KeyRefused
         return reply
 
-    async def predict(self, model: str, version: str, body: bytes, endpoint: str, timeout_s: float) -> bytes:
+    async def predict(
+        self, model: str, version: str, body: payload.Framed, endpoint: str, timeout_s: float
+    ) -> bytes:
         url = f"http://{endpoint}/predictions/{quote(model, safe='')}"
+        content = body.join()
         if version:
             url += "/" + quote(version, safe="")
 
         async def call(header: str) -> httpx.Response:
             headers = self._headers(header, **{"content-type": payload.CONTENT_TYPE})
-            return await self._send("POST", url, timeout_s, content=body, headers=headers)
+            return await self._send("POST", url, timeout_s, content=content, headers=headers)
 
         try:
             async with asyncio.timeout(timeout_s):  # httpx's timeout is per read/write, not the exchange

@@ -34,6 +34,7 @@ from gateway.api.admission import InFlightLimit, refused
 from gateway.api.deadline import deadline_from
 from gateway.api.grpc.servicer import Context, parse, reports_errors, status_for
 from gateway.api.torchserve import health_body, predictions
+from gateway.codecs.torchserve import grpc_wire
 from gateway.errors import ErrorCode, InvalidRequest
 from gateway.proto.torchserve import inference_pb2 as pb
 from gateway.server import InferenceServer
@@ -76,7 +77,7 @@ class TorchServeServicer:
             except Exception as exc:
                 raise refused(self._server, model, call, exc, message.model_version) from None
             answer, is_json = await predictions(self._server, model, message.model_version, body, call)
-        reply = pb.PredictionResponse(prediction=answer).SerializeToString()
+        reply = grpc_wire.prediction_response(answer)  # one copy of the answer, not two
         if not is_json:  # a metadata query has no inference to account for
             self._server.observe_transfer(call, len(data), len(reply))
         return reply

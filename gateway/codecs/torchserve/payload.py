@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from gateway.codecs.v2.tensors import buffer_tensor, check_datatype, check_shape, owner, tensor_to_buffer
 from gateway.errors import BackendError, GatewayError, InvalidRequest, clip
@@ -56,19 +56,35 @@ _KEY_REFUSAL_MAX_BYTES: Final = 4096  # TorchServe's refusal is ~150 bytes; a la
 _PAD: Final = bytes(ALIGNMENT)
 
 
+class Framed(NamedTuple):
+    """A payload as the parts it is made of (the tensors' own buffers among them, not copied) and its
+    size: a transport that frames it in a message of its own joins everything once (`grpc_wire`)."""
+
+    parts: list[bytes | memoryview]
+    size: int
+
+    def join(self) -> bytes:
+        return b"".join(self.parts)
+
+
 def encode_request(tensors: Sequence[Tensor], outputs: Sequence[str] | None = None) -> bytes:
     """A request payload of `tensors` (the model's inputs); `outputs` limits the outputs returned.
 
     Raises:
         InvalidRequest: A tensor cannot be encoded (data not convertible to its datatype).
     """
+    return encode_request_parts(tensors, outputs).join()
+
+
+def encode_request_parts(tensors: Sequence[Tensor], outputs: Sequence[str] | None = None) -> Framed:
+    """`encode_request`, not joined yet."""
     extra: dict[str, Any] = {} if outputs is None else {"outputs": list(outputs)}
     return _encode("inputs", tensors, extra, InvalidRequest)
 
 
 def encode_metadata_request() -> bytes:
     """A payload that asks the handler for the model's signature instead of running the model."""
-    return _frame({"inputs": [], "metadata": True}, [])
+    return _frame({"inputs": [], "metadata": True}, []).join()
 
 
 def decode_request(payload: bytes | bytearray | memoryview) -> list[Tensor]:
@@ -103,7 +119,7 @@ def encode_response(tensors: Sequence[Tensor]) -> bytes:
     Raises:
         BackendError: A tensor cannot be encoded (data not convertible to its datatype).
     """
-    return _encode("outputs", tensors, {}, BackendError)
+    return _encode("outputs", tensors, {}, BackendError).join()
 
 
 def decode_response(payload: bytes | bytearray | memoryview) -> list[Tensor]:
@@ -146,7 +162,7 @@ def is_key_refusal(status: int, body: bytes) -> bool:
     return decode_error(body)[1] == _KEY_REFUSED_TYPE
 
 
-def _encode(key: str, tensors: Sequence[Tensor], extra: dict[str, Any], error: type[GatewayError]) -> bytes:
+def _encode(key: str, tensors: Sequence[Tensor], extra: dict[str, Any], error: type[GatewayError]) -> Framed:
     role = key[:-1]
     entries: list[dict[str, Any]] = []
     buffers: list[bytes | memoryview] = []
@@ -162,7 +178,7 @@ def _encode(key: str, tensors: Sequence[Tensor], extra: dict[str, Any], error: t
     return _frame({key: entries, **extra}, buffers)
 
 
-def _frame(header: dict[str, Any], buffers: list[bytes | memoryview]) -> bytes:
+def _frame(header: dict[str, Any], buffers: list[bytes | memoryview]) -> Framed:
     text = json.dumps(header, separators=(",", ":")).encode()
     parts: list[bytes | memoryview] = [_PREFIX.pack(MAGIC, len(text)), text]
     size = _PREFIX.size + len(text)
@@ -171,7 +187,7 @@ def _frame(header: dict[str, Any], buffers: list[bytes | memoryview]) -> bytes:
         size += -size % ALIGNMENT
         parts.append(buf)
         size += buf.nbytes if isinstance(buf, memoryview) else len(buf)
-    return b"".join(parts)
+    return Framed(parts, size)
 
 
 def _split(
