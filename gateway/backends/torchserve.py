@@ -19,6 +19,7 @@ one input (`input["data"]` over gRPC, the body over REST). What is TorchServe's 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol, TypeVar
@@ -93,7 +94,9 @@ class TorchServeBackend:
     ) -> None:
         self.name = name
         self._timeout_s = settings.timeout_s
-        self._probe_timeout_s = settings.health_check_timeout_s
+        # Within the DataPlane's own bound on a readiness call (`timeout_s`), so a probe's time running
+        # out is seen here (busy: see `model_ready`), not as the DataPlane's timeout (not ready).
+        self._probe_timeout_s = min(settings.health_check_timeout_s, settings.timeout_s / 2)
         secret = settings.inference_key.get_secret_value() if settings.inference_key is not None else ""
         self._key = BearerKey(name, key=secret, path=settings.inference_key_file)
         self._transport: _Transport
@@ -165,7 +168,10 @@ class TorchServeBackend:
         queues a request only for a model that has workers: one without is refused at once (checked with
         0.12.0: gRPC INTERNAL / HTTP 503 "has no worker to serve inference request"). So a query still
         waiting when the probe's time (`health_check_timeout_s`) is up means a busy model, and it reads as
-        ready while Ping says the server is Healthy; a busy model is not taken for a missing one.
+        ready while Ping says the server is Healthy; a busy model is not taken for a missing one. A full
+        queue is refused at once with the same answer as no worker, so a model at the limit of its queue
+        reads not ready: it cannot take a request then. A probe that ran out of time leaves its query in
+        the queue; the handler answers it later, cheaply.
         """
         try:
             await self._signature(name, _version(version, options), endpoint, self._probe_timeout_s)
@@ -265,13 +271,23 @@ class _GrpcTransport:
     async def ping(self, endpoint: str) -> bool:
         try:
             reply = await self._call(self._pings[endpoint], b"", self._probe_timeout_s, self._key.header())
-            return pb.TorchServeHealthResponse.FromString(reply).health.find("Healthy") >= 0
+            return _healthy(pb.TorchServeHealthResponse.FromString(reply).health.encode())
         except (GatewayError, _KeyRefused, DecodeError):  # any failure of the probe is "not ready"
             return False
 
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close()
+
+
+def _healthy(health: bytes) -> bool:
+    """Whether TorchServe's health JSON says exactly "Healthy" (older releases also said "Partial
+    Healthy", which a substring test would take for healthy)."""
+    try:
+        doc = json.loads(health)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("status") == "Healthy"
 
 
 # How TorchServe 0.12's gRPC API says a model (or a version of it) is not there: INTERNAL, with the Java
@@ -359,7 +375,7 @@ class _RestTransport:
             )
         except (GatewayError, _KeyRefused):
             return False
-        return reply.status_code == 200
+        return reply.status_code == 200 and _healthy(reply.content)
 
     async def close(self) -> None:
         await self._client.aclose()

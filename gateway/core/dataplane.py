@@ -48,14 +48,18 @@ EXTENSIONS = ("binary_tensor_data", "model_configuration")
 _INTERNAL = ErrorCode.INTERNAL.name
 _DEADLINE = ErrorCode.DEADLINE_EXCEEDED.name
 
-# Cache entries: (expiry on the DataPlane's clock, metadata or None when the backend has none to give).
-_CacheEntry = tuple[float, ModelMetadata | None]
+# Cache entries: (expiry on the DataPlane's clock, metadata or None when the backend has none to give,
+# the time until which the entry may serve stale while refreshes fail).
+_CacheEntry = tuple[float, ModelMetadata | None, float]
 # Keys hold the version the client asked for, so the cache must not grow with what clients send: past
 # this many entries the oldest fetch is dropped (routes times real versions stay far below it).
 _METADATA_CACHE_ENTRIES = 1024
-# After a background refresh of stale metadata failed, the stale entry serves this long (or the TTL, if
-# shorter) before the next refresh is tried: often enough to recover soon, not a fetch per request.
+# After a background refresh of stale metadata failed, the stale entry serves this long before the next
+# refresh is tried: often enough to recover soon, not a fetch (and a warning) per request.
 _REFRESH_RETRY_S = 5.0
+# How long past its TTL an entry may serve while refreshes keep failing; then requests wait for a fetch
+# again (and fail with it), rather than being validated for ever against what the backend said long ago.
+_MAX_STALE_S = 300.0
 
 
 def _package_version() -> str:
@@ -360,13 +364,15 @@ class DataPlane:
         comes through the model's own queue (TorchServe answers it from the handler, behind the
         inferences already waiting): a blocking refresh under load would stall every request of the model
         behind one that waits its turn, and fail them all if it timed out. A failed refresh keeps the stale
-        entry (see `_fetched`). With a TTL of 0 (no cache) nothing stale is served.
+        entry (see `_fetched`), for at most `_MAX_STALE_S` past its TTL. With a TTL of 0 (no cache)
+        nothing stale is served.
         """
         key = (route, version)
         entry = self._metadata_cache.get(key)
-        if entry is None or entry[0] > self._clock():
+        now = self._clock()
+        if entry is None or entry[0] > now:
             return entry
-        if cluster.metadata_ttl_s <= 0:
+        if cluster.metadata_ttl_s <= 0 or entry[2] <= now:
             return None
         if key not in self._metadata_pending:
             self._start_fetch(key, route, version, cluster)
@@ -411,22 +417,24 @@ class DataPlane:
         cache.pop((route, version), None)  # re-inserted last: the order is the age of each fetch
         if len(cache) >= _METADATA_CACHE_ENTRIES:
             del cache[next(iter(cache))]
-        cache[(route, version)] = (self._clock() + cluster.metadata_ttl_s, metadata)
+        expiry = self._clock() + cluster.metadata_ttl_s
+        cache[(route, version)] = (expiry, metadata, expiry + _MAX_STALE_S)
         return metadata
 
     def _fetched(
         self, key: tuple[Route, str], task: asyncio.Task[ModelMetadata | None], ttl_s: float
     ) -> None:
         """A fetch ended. If it failed where a stale entry was serving (a background refresh), that entry
-        goes on serving until the next try, `_REFRESH_RETRY_S` away; unless the backend no longer has the
-        model (NOT_FOUND), which drops it, so requests meet the backend's own answer."""
+        goes on serving until the next try, `_REFRESH_RETRY_S` away (within its `_MAX_STALE_S`); unless
+        the backend no longer has the model (NOT_FOUND), which drops it, so requests meet the backend's
+        own answer. Without a cache (TTL 0) there is nothing to keep."""
         self._metadata_pending.pop(key, None)
         if task.cancelled():
             return
         error = task.exception()  # retrieved: the waiters got it; no "never retrieved" warning
         stale = self._metadata_cache.get(key)
-        if error is None or stale is None:
-            return
+        if error is None or stale is None or ttl_s <= 0 or stale[2] <= self._clock():
+            return  # nothing stale serving, or no longer allowed to: requests fetch (and fail) themselves
         if isinstance(error, GatewayError) and error.code is ErrorCode.NOT_FOUND:
             del self._metadata_cache[key]
             return
@@ -435,7 +443,7 @@ class DataPlane:
             key[0].model,
             error,
         )
-        self._metadata_cache[key] = (self._clock() + min(ttl_s, _REFRESH_RETRY_S), stale[1])
+        self._metadata_cache[key] = (self._clock() + _REFRESH_RETRY_S, stale[1], stale[2])
 
     @contextlib.contextmanager
     def _internal_errors(self, model: str, version: str) -> Iterator[None]:

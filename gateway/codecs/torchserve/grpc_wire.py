@@ -14,7 +14,10 @@ from TorchServe 0.12.0's `inference.proto`):
 A map entry is the nested message `{key = 1; value = 2}`. Writing follows proto3's encoding (empty
 strings left out); reading takes the last `prediction` (a repeated non-repeated field: the last one wins)
 and skips every other field of any wire type, known or not, groups included, as a protobuf parser would.
-Tests check both against the generated classes. Standard library only, as the rest of this package.
+It checks less than that parser about what it skips (a `sequence_id` that is not UTF-8, a malformed
+`status`, field numbers past 2^29): such an answer still gives its `prediction`, which is all the gateway
+reads. Tests check both ways against the generated classes. Standard library only, as the rest of this
+package.
 """
 
 from __future__ import annotations

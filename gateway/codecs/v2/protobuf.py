@@ -148,7 +148,8 @@ def request_to_wire(request: InferenceRequest) -> bytes:
     contents only, no BOOL bytes to normalise, every parameter valued and none of the REST framing ones;
     see `_tensors`) is that message again under the request's (backend) model name; otherwise it is
     encoded anew. Fields this build of the protocol does not know are discarded before forwarding, as
-    re-encoding would. The client's message is left as it came.
+    re-encoding would (from the client's message too: nothing reads them afterwards); its model name is
+    restored.
     """
     source = request.wire
     if not isinstance(source, pb.ModelInferRequest):

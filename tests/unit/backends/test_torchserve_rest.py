@@ -191,3 +191,15 @@ async def test_a_full_queue_sheds_load_and_a_failed_prediction_is_the_models() -
     failed = backend(busy("InternalServerException"), inference_key="k")
     with pytest.raises(BackendError, match="the model failed"):
         await failed.infer(request(), ENDPOINT, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("body", "ready"),
+    [({"status": "Healthy"}, True), ({"status": "Partial Healthy"}, False), ({"status": "Unhealthy"}, False)],
+)
+async def test_ping_is_ready_only_when_exactly_healthy(body: dict[str, str], ready: bool) -> None:
+    """Ping reads ready only for the status "Healthy" itself (older TorchServe answered 200 with
+    "Partial Healthy")."""
+    client = backend(lambda request: httpx.Response(200, json=body), inference_key="k")
+    assert await client.ready(ENDPOINT) is ready
+    await client.close()

@@ -600,3 +600,35 @@ async def test_a_refresh_that_finds_the_model_gone_drops_the_entry() -> None:
     await asyncio.sleep(0.01)
     with pytest.raises(ModelNotFound):
         await plane.model_metadata("cnn")
+
+
+async def test_stale_metadata_serves_for_a_bounded_time_only() -> None:
+    """While refreshes keep failing, the stale metadata serves for at most five minutes past its TTL;
+    then requests wait for a fetch again and get its error, and no entry is revived by a failure."""
+    backend = FakeBackend()
+    plane, clock, _ = _stale_plane(backend)
+    await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    backend.metadata_error = BackendError("backend 'fake' failed")
+    clock.now += 31.0
+    await plane.infer(fp32_request("cnn"), RequestContext("grpc"))  # stale; the refresh fails
+    await asyncio.sleep(0.01)
+    clock.now += 299.0  # 330 s after the fetch: past the TTL and five minutes of staleness
+    for _ in range(2):
+        with pytest.raises(BackendError):
+            await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+        await asyncio.sleep(0.01)
+
+
+async def test_without_a_cache_a_failed_fetch_claims_no_stale_metadata(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With metadata_ttl_s 0 a failed fetch is the request's error, and the log does not say cached
+    metadata serves (none does)."""
+    plane, _, backend, _ = make_plane(metadata_ttl_s=0)
+    await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+    backend.metadata_error = BackendError("backend 'fake' failed")
+    with caplog.at_level(logging.WARNING, logger="gateway.core.dataplane"):
+        with pytest.raises(BackendError):
+            await plane.infer(fp32_request("cnn"), RequestContext("grpc"))
+        await asyncio.sleep(0.01)
+    assert not any("cached metadata serves" in r.message for r in caplog.records)
