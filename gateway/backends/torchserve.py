@@ -33,6 +33,7 @@ from gateway.backends.base import readable
 from gateway.backends.credentials import BearerKey
 from gateway.backends.grpc_client import grpc_error, open_channel
 from gateway.backends.http_client import map_http_errors, pooled_client, status_error
+from gateway.codecs.protowire import WireError
 from gateway.codecs.torchserve import grpc_wire, payload
 from gateway.codecs.torchserve.signature import loads_signature
 from gateway.errors import (
@@ -263,7 +264,7 @@ class _GrpcTransport:
         reply = await _with_fresh_key(self._key, self._name, call)
         try:
             return grpc_wire.prediction(reply)
-        except ValueError:
+        except WireError:
             raise BackendError(
                 f"backend '{self._name}' answered with bytes that are not a PredictionResponse"
             ) from None

@@ -7,38 +7,9 @@ one slice and one `np.frombuffer`, and written back one `MergeFromString` of the
 
 from __future__ import annotations
 
-_WIRE_VARINT = 0
-_WIRE_FIXED64 = 1
-_WIRE_LEN = 2
-_WIRE_FIXED32 = 5
+from gateway.codecs.protowire import LENGTH, WireError, length_prefix, top_level_fields
 
-
-class WireError(ValueError):
-    """The bytes are not a well-formed protobuf message."""
-
-
-def read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    """The varint at `pos` and the position after it."""
-    result = 0
-    shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise WireError("truncated or overlong varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
-def encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+__all__ = ["WireError", "len_field", "packed_field"]
 
 
 def packed_field(data: bytes, field: int) -> bytes | None:
@@ -47,33 +18,19 @@ def packed_field(data: bytes, field: int) -> bytes | None:
     None when the field also occurs unpacked (one tag per element, legal but rare): the caller then
     reads it through the protobuf runtime. A message's top level has a handful of fields, so this
     loop is short; the payloads themselves are sliced, never walked.
+
+    Raises:
+        WireError: The bytes are not a well-formed message.
     """
     chunks: list[bytes] = []
-    pos = 0
-    end = len(data)
-    while pos < end:
-        tag, pos = read_varint(data, pos)
-        number, wire = tag >> 3, tag & 7
-        if wire == _WIRE_VARINT:
-            _, pos = read_varint(data, pos)
-        elif wire == _WIRE_FIXED64:
-            pos += 8
-        elif wire == _WIRE_FIXED32:
-            pos += 4
-        elif wire == _WIRE_LEN:
-            size, pos = read_varint(data, pos)
-            if number == field:
-                chunks.append(data[pos : pos + size])
-            pos += size
-        else:
-            raise WireError(f"unsupported wire type {wire}")
-        if pos > end:
-            raise WireError("truncated message")
-        if number == field and wire != _WIRE_LEN:
-            return None
+    for number, wire_type, start, end in top_level_fields(data):
+        if number == field:
+            if wire_type != LENGTH:
+                return None
+            chunks.append(data[start:end])
     return b"".join(chunks)
 
 
 def len_field(field: int, payload: bytes) -> bytes:
     """One length-delimited field (a packed repeated field, here) as wire bytes."""
-    return encode_varint(field << 3 | _WIRE_LEN) + encode_varint(len(payload)) + payload
+    return length_prefix(field, len(payload)) + payload

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gateway.codecs.protowire import encode_varint
 from gateway.codecs.tfserving import wire
 from gateway.proto.tfserving.tensorflow.core.framework import tensor_pb2
 
@@ -29,7 +30,7 @@ def test_written_bytes_merge_into_the_field() -> None:
 
 def test_an_unpacked_field_is_left_to_the_runtime() -> None:
     """One tag per element (legal, unusual) answers None: the caller reads it through protobuf."""
-    unpacked = b"".join(wire.encode_varint(FLOAT_VAL << 3 | 5) + np.float32(v).tobytes() for v in (1, 2))
+    unpacked = b"".join(encode_varint(FLOAT_VAL << 3 | 5) + np.float32(v).tobytes() for v in (1, 2))
     assert wire.packed_field(unpacked, FLOAT_VAL) is None
 
 

@@ -9,6 +9,7 @@ from google.protobuf.message import DecodeError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.codecs.protowire import WireError
 from gateway.codecs.torchserve import grpc_wire
 from gateway.proto.torchserve import inference_pb2 as pb
 
@@ -80,8 +81,8 @@ def test_the_prediction_read_is_protobufs(wire: bytes) -> None:
     ],
 )
 def test_invalid_bytes_are_refused(wire: bytes) -> None:
-    """Bytes that are not a message raise ValueError (protobuf refuses them too)."""
-    with pytest.raises(ValueError):
+    """Bytes that are not a message raise WireError (protobuf refuses them too)."""
+    with pytest.raises(WireError):
         grpc_wire.prediction(wire)
     with pytest.raises(DecodeError):
         pb.PredictionResponse.FromString(wire)
@@ -109,7 +110,7 @@ def test_mutated_responses_read_as_protobuf_reads_them(data: st.DataObject) -> N
         expected = None
     try:
         ours = grpc_wire.prediction(wire)
-    except ValueError:
+    except WireError:
         assert expected is None
     else:
         assert expected is None or ours == expected

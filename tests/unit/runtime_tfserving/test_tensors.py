@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from gateway.codecs.tfserving import wire
+from gateway.codecs.protowire import encode_varint
 from gateway.errors import InvalidRequest
 from runtimes.tfserving import tensors
 
@@ -71,7 +71,7 @@ def test_version_zero_fill(values: list[float], expected: list[float]) -> None:
 
 def test_unpacked_typed_field_is_read() -> None:
     """A sender may write repeated numbers unpacked (one tag each); the slow path reads them."""
-    payload = b"".join(wire.encode_varint(7 << 3 | 0) + wire.encode_varint(v) for v in (5, 6))
+    payload = b"".join(encode_varint(7 << 3 | 0) + encode_varint(v) for v in (5, 6))
     proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_INT32)
     proto.tensor_shape.dim.add(size=2)
     proto.MergeFromString(payload)
