@@ -58,6 +58,8 @@ from gateway.types import Tensor, TensorMetadata
 
 EAGER_FILE: Final = "eager.json"
 JSON_TYPE: Final = "application/json"
+# The answer header that tells TorchServe whether more messages of a streamed answer follow.
+_STREAM_NEXT: Final = "ts_stream_next"
 _log = logging.getLogger(__name__)
 
 
@@ -176,6 +178,9 @@ class TensorHandler:
                 continue
             for item, tensors_out in zip(group, results, strict=True):
                 answers[item.index] = _encode(context, item.index, tensors_out)
+        if context is not None:
+            for index in range(len(requests)):
+                _mark_whole(context, index)
         return answers
 
     def _run(self, group: list[_Prepared], signature: Signature) -> list[list[Tensor]]:
@@ -367,6 +372,21 @@ def _fail(context: Any, index: int, code: int, kind: str, message: str) -> bytes
         context.set_response_status(code, kind, index)
         _set_type(context, index, JSON_TYPE)
     return error_body(code, kind, message)
+
+
+def _mark_whole(context: Any, index: int) -> None:
+    """Mark a gRPC request's answer the last (and only) message of its stream.
+
+    TorchServe 0.12.0's frontend reads the `ts_stream_next` header of every answer to a gRPC
+    StreamPredictions call, and without it fails the worker (a NullPointerException, "Worker died.", the
+    model reloaded); Predictions ignores it. Over REST the header would turn the answer into a chunked
+    stream that never ends, so it is set only where the request did not come over HTTP: gRPC requests
+    carry only their inputs as properties, HTTP ones their headers and TorchServe's `url_path` (checked
+    with 0.12.0).
+    """
+    properties = context.get_all_request_header(index) or {}
+    if "url_path" not in properties and "Host" not in properties and "host" not in properties:
+        context.set_response_header(index, _STREAM_NEXT, "false")
 
 
 def _set_type(context: Any, index: int, content_type: str) -> None:

@@ -116,7 +116,7 @@ def test_grpc_stream_predictions_is_one_predictions_answer(
     channel: grpc.Channel, features: np.ndarray, version: str
 ) -> None:
     """StreamPredictions streams exactly one message, the Predictions answer, and ends (TorchServe 0.12
-    itself fails the call with "Worker died." for a handler that does not stream)."""
+    itself fails the call with "Worker died." for a handler that does not mark its answer last)."""
     request = pb.PredictionsRequest(model_name=MODEL, model_version=version, input={"data": _body(features)})
     stream = channel.unary_stream(
         SERVICE + "StreamPredictions",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from gateway.codecs.torchserve.payload import (
     encode_request,
 )
 from gateway.local_stack import free_ports
+from gateway.proto.torchserve import inference_pb2 as tpb
 from gateway.types import Tensor
 from runtimes.examples import SPECS, load_weights, sample_inputs
 from runtimes.examples.weights import weights_path
@@ -48,6 +50,7 @@ class Server:
     key: str
     process: TorchServeProcess
     weights: Path
+    grpc_port: int
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +77,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     process.start(timeout_s=120)
     assert process.keys is not None
     try:
-        yield Server(config.inference_url(), process.keys.inference, process, root / "weights")
+        yield Server(config.inference_url(), process.keys.inference, process, root / "weights", ports[3])
     finally:
         group = process.proc.pid if process.proc else 0
         process.stop()
@@ -117,6 +120,27 @@ def test_predictions_equal_the_torch_model(server: Server, name: str) -> None:
     (output,) = decode_response(response.content)
     assert output.name == SPECS[name].outputs[0].name and output.datatype == "FP32"
     np.testing.assert_allclose(output.data, _expected(server, name, inputs), rtol=RTOL, atol=ATOL)
+
+
+def test_stream_predictions_answer_once_and_the_worker_lives(server: Server) -> None:
+    """TorchServe's StreamPredictions on an archived model streams the one answer and ends, and the model
+    answers Predictions right after (without the handler's ts_stream_next header, 0.12.0's frontend fails
+    the call with "Worker died." and reloads the model)."""
+    inputs = _inputs("mlp", 2, seed=4)
+    request = tpb.PredictionsRequest(model_name="mlp", input={"data": encode_request(inputs)})
+    metadata = (("authorization", f"Bearer {server.key}"),)
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stream = channel.unary_stream(
+            "/org.pytorch.serve.grpc.inference.InferenceAPIsService/StreamPredictions",
+            request_serializer=tpb.PredictionsRequest.SerializeToString,
+            response_deserializer=tpb.PredictionResponse.FromString,
+        )
+        replies = list(stream(request, timeout=30, metadata=metadata))
+    assert len(replies) == 1
+    (output,) = decode_response(replies[0].prediction)
+    np.testing.assert_allclose(output.data, _expected(server, "mlp", inputs), rtol=RTOL, atol=ATOL)
+    response = _post(server, "mlp", encode_request(inputs))
+    assert response.status_code == 200, response.text
 
 
 def test_concurrent_requests_are_batched_and_split_back(server: Server) -> None:

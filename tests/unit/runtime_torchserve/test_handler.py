@@ -57,15 +57,23 @@ class Plain(torch.nn.Module):  # type: ignore[misc]
 class Context:
     """What the handler uses of TorchServe's `ts.context.Context`: per-request status and headers."""
 
-    def __init__(self) -> None:
+    def __init__(self, request_headers: dict[int, dict[str, Any]] | None = None) -> None:
         self.status: dict[int, tuple[int, str]] = {}
         self.types: dict[int, str] = {}
+        self.headers: dict[int, dict[str, str]] = {}
+        self.request_headers = request_headers or {}
 
     def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
         self.status[idx] = (code, phrase)
 
     def set_response_content_type(self, idx: int, value: str) -> None:
         self.types[idx] = value
+
+    def set_response_header(self, idx: int, key: str, value: str) -> None:
+        self.headers.setdefault(idx, {})[key] = value
+
+    def get_all_request_header(self, idx: int) -> dict[str, Any]:
+        return self.request_headers.get(idx, {})
 
 
 def _request(rows: int, seed: int) -> dict[str, Any]:
@@ -99,6 +107,18 @@ def test_a_batch_of_requests_runs_once_and_is_split_back() -> None:
         np.testing.assert_array_equal(y.data, sent["x"] * 2)
         np.testing.assert_array_equal(n.data, sent["k"] + 1)
     assert context.status == {} and set(context.types.values()) == {"application/octet-stream"}
+
+
+def test_grpc_answers_are_marked_whole_and_http_ones_are_not() -> None:
+    """A request that came over gRPC (only its inputs as properties) gets ts_stream_next "false", which
+    TorchServe's StreamPredictions needs; one over HTTP (its headers and url_path) none, which would make
+    its answer a chunked stream."""
+    handler, _ = _handler()
+    http = {"url_path": "", "Host": "127.0.0.1:8080", "content-type": "application/octet-stream"}
+    grpc_properties = {"data": {"content-type": ""}}
+    context = Context({0: grpc_properties, 1: http})
+    handler.handle([_request(1, 0), _request(1, 1)], context)
+    assert context.headers == {0: {"ts_stream_next": "false"}}
 
 
 def encode_and_back(request: dict[str, Any]) -> list[Tensor]:
