@@ -351,11 +351,6 @@ class DataPlane:
             bytes_out=bytes_out,
         )
 
-    def _fresh_entry(self, route: Route, version: str) -> _CacheEntry | None:
-        """The route's cache entry if it has not expired (read without awaiting anything), else None."""
-        entry = self._metadata_cache.get((route, version))
-        return entry if entry is not None and entry[0] > self._clock() else None
-
     def _usable_entry(self, route: Route, version: str, cluster: Cluster) -> _CacheEntry | None:
         """The route's cache entry, fresh or stale (read without awaiting anything), else None.
 
@@ -379,10 +374,8 @@ class DataPlane:
         return entry
 
     async def _cached_metadata(self, route: Route, version: str, cluster: Cluster) -> ModelMetadata | None:
-        """The route's metadata, fetched at most once per TTL however many requests ask at once."""
-        entry = self._fresh_entry(route, version)
-        if entry is not None:
-            return entry[1]
+        """The route's metadata when `_usable_entry` had none: one fetch however many requests ask at once
+        (a pending one is joined)."""
         key = (route, version)
         task = self._metadata_pending.get(key)
         if task is None:
