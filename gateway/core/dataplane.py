@@ -367,7 +367,7 @@ class DataPlane:
         now = self._clock()
         if entry is None or entry[0] > now:
             return entry
-        if cluster.metadata_ttl_s <= 0 or entry[2] <= now:
+        if entry[2] <= now:
             return None
         if key not in self._metadata_pending:
             self._start_fetch(key, route, version, cluster)
@@ -389,7 +389,7 @@ class DataPlane:
         """The one fetch of a route's metadata, shared by all who wait for it (see `_fetched`)."""
         task = asyncio.get_running_loop().create_task(self._fetch_metadata(route, version, cluster))
         self._metadata_pending[key] = task
-        task.add_done_callback(lambda t: self._fetched(key, t, cluster.metadata_ttl_s))
+        task.add_done_callback(lambda t: self._fetched(key, t))
         return task
 
     async def _fetch_metadata(self, route: Route, version: str, cluster: Cluster) -> ModelMetadata | None:
@@ -406,6 +406,8 @@ class DataPlane:
             metadata = None  # a backend without metadata: requests go unvalidated
         if metadata is not None:
             metadata = dataclasses.replace(metadata, name=route.model)
+        if cluster.metadata_ttl_s <= 0:  # no cache: nothing is kept, so nothing stale can serve
+            return metadata
         cache = self._metadata_cache
         cache.pop((route, version), None)  # re-inserted last: the order is the age of each fetch
         if len(cache) >= _METADATA_CACHE_ENTRIES:
@@ -414,19 +416,17 @@ class DataPlane:
         cache[(route, version)] = (expiry, metadata, expiry + _MAX_STALE_S)
         return metadata
 
-    def _fetched(
-        self, key: tuple[Route, str], task: asyncio.Task[ModelMetadata | None], ttl_s: float
-    ) -> None:
+    def _fetched(self, key: tuple[Route, str], task: asyncio.Task[ModelMetadata | None]) -> None:
         """A fetch ended. If it failed where a stale entry was serving (a background refresh), that entry
         goes on serving until the next try, `_REFRESH_RETRY_S` away (within its `_MAX_STALE_S`); unless
         the backend no longer has the model (NOT_FOUND), which drops it, so requests meet the backend's
-        own answer. Without a cache (TTL 0) there is nothing to keep."""
+        own answer. Without a cache (TTL 0) no entry is kept, so there is nothing to keep serving."""
         self._metadata_pending.pop(key, None)
         if task.cancelled():
             return
         error = task.exception()  # retrieved: the waiters got it; no "never retrieved" warning
         stale = self._metadata_cache.get(key)
-        if error is None or stale is None or ttl_s <= 0 or stale[2] <= self._clock():
+        if error is None or stale is None or stale[2] <= self._clock():
             return  # nothing stale serving, or no longer allowed to: requests fetch (and fail) themselves
         if isinstance(error, GatewayError) and error.code is ErrorCode.NOT_FOUND:
             del self._metadata_cache[key]
