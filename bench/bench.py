@@ -53,9 +53,10 @@ from cpu_per_request import (  # noqa: E402  # bench/, the script's own director
     Target,
     measure_cpu_per_request,
     print_targets,
+    start_bare_proxy,
 )
 
-from gateway.local_stack import LocalStack, ManagedProcess, StackPorts, free_port  # noqa: E402
+from gateway.local_stack import LocalStack, StackPorts  # noqa: E402
 from gateway.proto import inference_pb2 as pb  # noqa: E402
 from runtimes.jax import export  # noqa: E402
 from runtimes.jax.examples import EXAMPLES, ExampleModel, cnn_classifier  # noqa: E402
@@ -455,14 +456,7 @@ def main() -> None:
     )
     with stack:
         print(f"stack up (workdir {workdir}); python {sys.version.split()[0]}")
-        proxy_port = free_port()
-        proxy = ManagedProcess(
-            "bare-proxy",
-            [sys.executable, str(ROOT / "bench" / "bare_proxy.py"), "--port", str(proxy_port),
-             "--upstream", f"{stack.ports.host}:{stack.ports.runtime_grpc}"],
-            ready_prefix="bare-proxy ready",
-        )  # fmt: skip
-        proxy.start(echo=False)
+        proxy, proxy_port = start_bare_proxy(f"{stack.ports.host}:{stack.ports.runtime_grpc}")
         cpu_ratio: float | None = None
         try:
             own_share_ms = measure_latency(stack.ports, proxy_port, "cnn", "image", image, args.requests)

@@ -21,11 +21,17 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+
+from gateway.compare.procfs import process_cpu_s
+from gateway.local_stack import ManagedProcess, free_port
+
+__all__ = ["process_cpu_s", "start_bare_proxy"]  # process_cpu_s: the other benchmarks import it from here
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 # The load the targets are judged under (issue 7 item 6): 2-row requests, 8 callers at once.
@@ -45,13 +51,20 @@ def machine_busy_s() -> float:
     return (user + nice + system + irq + softirq) / _CLK_TCK
 
 
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, all threads, dead ones included) `pid` has used so far."""
-    stat = Path(f"/proc/{pid}/stat").read_bytes()
-    # Fields after the parenthesised command name (which may hold spaces): state is field 3, so
-    # utime (14) and stime (15) are at 11 and 12.
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+def start_bare_proxy(upstream: str) -> tuple[ManagedProcess, int]:
+    """`bench/bare_proxy.py` started before `upstream` (host:port) on a free port: the process, its port."""
+    port = free_port()
+    command = [
+        sys.executable,
+        str(Path(__file__).with_name("bare_proxy.py")),
+        "--port",
+        str(port),
+        "--upstream",
+        upstream,
+    ]
+    proxy = ManagedProcess("bare-proxy", command, ready_prefix="bare-proxy ready")
+    proxy.start(echo=False)
+    return proxy, port
 
 
 @dataclass

@@ -26,20 +26,18 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cpu_per_request import ROWS, Target, measure_cpu_per_request  # noqa: E402
+from cpu_per_request import ROWS, Target, measure_cpu_per_request, start_bare_proxy  # noqa: E402
 
 from bench import _grpc_request  # noqa: E402
-from gateway.local_stack import LocalStack, ManagedProcess, StackPorts, free_port  # noqa: E402
+from gateway.local_stack import LocalStack, ManagedProcess, StackPorts, free_ports  # noqa: E402
 
 
 def _other_gateway(checkout: Path, config: dict[str, object], workdir: Path) -> tuple[ManagedProcess, int]:
     """A gateway running `checkout`'s code with `config` on fresh ports; its gRPC port."""
     listeners = config["listeners"]
     assert isinstance(listeners, dict)
-    port = free_port()
+    port, listeners["rest"]["port"], listeners["metrics"]["port"] = free_ports(3)
     listeners["grpc"]["port"] = port
-    listeners["rest"]["port"] = free_port()
-    listeners["metrics"]["port"] = free_port()
     path = workdir / "other-gateway.yaml"
     path.write_text(yaml.safe_dump(config))
     # `python -m gateway` would import this checkout's package first (the working directory); the
@@ -78,21 +76,11 @@ def main() -> None:
         ) as stack,
     ):
         if args.against is None:
-            port = free_port()
-            upstream = f"127.0.0.1:{stack.ports.runtime_grpc}"
-            command = [
-                sys.executable,
-                str(ROOT / "bench" / "bare_proxy.py"),
-                "--port",
-                str(port),
-                "--upstream",
-                upstream,
-            ]
-            other = ManagedProcess("bare-proxy", command, ready_prefix="bare-proxy ready")
+            other, port = start_bare_proxy(f"127.0.0.1:{stack.ports.runtime_grpc}")
         else:
             config = yaml.safe_load(stack.config_path.read_text())
             other, port = _other_gateway(args.against.resolve(), config, Path(tmp))
-        other.start(echo=False)
+            other.start(echo=False)
         try:
             assert stack.gateway is not None and stack.gateway.proc is not None and other.proc is not None
             measure_cpu_per_request(

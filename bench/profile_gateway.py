@@ -50,12 +50,12 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from cpu_per_request import CONCURRENCY, INFER_METHOD, ROWS, process_cpu_s, send_requests
+from cpu_per_request import CONCURRENCY, INFER_METHOD, ROWS, process_cpu_s, send_requests, start_bare_proxy
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.local_stack import LocalStack, ManagedProcess, StackPorts, free_port  # noqa: E402
+from gateway.local_stack import LocalStack, StackPorts  # noqa: E402
 from gateway.proto import inference_pb2 as pb  # noqa: E402
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -359,14 +359,7 @@ def main() -> None:
     )
     with stack:
         host = stack.ports.host
-        proxy_port = free_port()
-        proxy = ManagedProcess(
-            "bare-proxy",
-            [sys.executable, str(ROOT / "bench" / "bare_proxy.py"), "--port", str(proxy_port),
-             "--upstream", f"{host}:{stack.ports.runtime_grpc}"],
-            ready_prefix="bare-proxy ready",
-        )  # fmt: skip
-        proxy.start(echo=False)
+        proxy, proxy_port = start_bare_proxy(f"{host}:{stack.ports.runtime_grpc}")
         try:
             assert stack.gateway and stack.gateway.proc and proxy.proc
             print(

@@ -51,6 +51,11 @@ def parse_stat(text: bytes) -> ProcStat:
     )
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads, dead ones included) `pid` has used so far."""
+    return parse_stat((PROC / str(pid) / "stat").read_bytes()).cpu_s
+
+
 def read_all(proc: Path = PROC) -> dict[int, ProcStat]:
     """Every process visible under `proc` (ones that exit while it reads are skipped)."""
     out: dict[int, ProcStat] = {}
