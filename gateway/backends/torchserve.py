@@ -43,6 +43,7 @@ from gateway.errors import (
     ErrorCode,
     GatewayError,
     ModelNotFound,
+    Overloaded,
     clip,
 )
 from gateway.proto.torchserve import inference_pb2 as pb
@@ -57,6 +58,13 @@ PLATFORM: Final = "pytorch_torchserve"
 _INPUT: Final = "data"
 
 T = TypeVar("T")
+
+
+def _probe_timeout_s(settings: TorchServeBackendSettings) -> float:
+    """A readiness probe's time: within the DataPlane's own bound on a readiness call (`timeout_s`), so a
+    probe's time running out is seen here (busy: see `TorchServeBackend.model_ready`), not as the
+    DataPlane's timeout (not ready)."""
+    return min(settings.health_check_timeout_s, settings.timeout_s / 2)
 
 
 def _version(request_version: str, options: RouteOptions) -> str:
@@ -95,9 +103,7 @@ class TorchServeBackend:
     ) -> None:
         self.name = name
         self._timeout_s = settings.timeout_s
-        # Within the DataPlane's own bound on a readiness call (`timeout_s`), so a probe's time running
-        # out is seen here (busy: see `model_ready`), not as the DataPlane's timeout (not ready).
-        self._probe_timeout_s = min(settings.health_check_timeout_s, settings.timeout_s / 2)
+        self._probe_timeout_s = _probe_timeout_s(settings)
         secret = settings.inference_key.get_secret_value() if settings.inference_key is not None else ""
         self._key = BearerKey(name, key=secret, path=settings.inference_key_file)
         self._transport: _Transport
@@ -105,11 +111,6 @@ class TorchServeBackend:
             self._transport = _GrpcTransport(name, settings, self._key)
         else:
             self._transport = _RestTransport(name, settings, self._key, http_transport)
-
-    async def _predict(
-        self, model: str, version: str, body: payload.Framed, endpoint: str, timeout_s: float
-    ) -> bytes:
-        return await self._transport.predict(model, version, body, endpoint, timeout_s)
 
     async def infer(
         self,
@@ -124,7 +125,7 @@ class TorchServeBackend:
         outputs = [o.name for o in request.outputs] if request.outputs else None
         body = payload.encode_request_parts(request.inputs, outputs)
         version = _version(request.model_version, options)
-        reply = await self._predict(request.model_name, version, body, endpoint, timeout_s)
+        reply = await self._transport.predict(request.model_name, version, body, endpoint, timeout_s)
         if not reply.startswith(payload.MAGIC):
             # TorchServe 0.12 sends the handler's per-request status only over REST: over gRPC a refused
             # request arrives as a successful reply whose prediction is the handler's error body.
@@ -143,7 +144,9 @@ class TorchServeBackend:
 
     async def _signature(self, name: str, version: str, endpoint: str, timeout_s: float) -> ModelMetadata:
         query = payload.encode_metadata_request()
-        reply = await self._predict(name, version, payload.Framed([query], len(query)), endpoint, timeout_s)
+        reply = await self._transport.predict(
+            name, version, payload.Framed([query], len(query)), endpoint, timeout_s
+        )
         code, _kind, _message = payload.decode_error(reply)
         if code:  # the handler's error body (over gRPC, in an OK reply), not the signature
             raise _handler_error(self.name, reply)
@@ -223,7 +226,7 @@ class _GrpcTransport:
     def __init__(self, name: str, settings: TorchServeBackendSettings, key: BearerKey) -> None:
         self._name = name
         self._key = key
-        self._probe_timeout_s = settings.health_check_timeout_s
+        self._probe_timeout_s = _probe_timeout_s(settings)
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._predictions: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
         self._pings: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
@@ -329,7 +332,7 @@ class _RestTransport:
     ) -> None:
         self._name = name
         self._key = key
-        self._probe_timeout_s = settings.health_check_timeout_s
+        self._probe_timeout_s = _probe_timeout_s(settings)
         self._client = pooled_client(settings.timeout_s, transport)
 
     @staticmethod
@@ -388,7 +391,7 @@ def _unavailable(backend: str, reply: httpx.Response) -> GatewayError:
     the endpoint is down, which a plain 503 would (and eject it)."""
     _code, kind, _message = payload.decode_error(reply.content)
     if kind == "ServiceUnavailableException":
-        return GatewayError(f"backend '{backend}' is overloaded", code=ErrorCode.RESOURCE_EXHAUSTED)
+        return Overloaded(f"backend '{backend}' is overloaded")
     return BackendError(f"backend '{backend}': the model failed ({clip(kind, 64) or 'HTTP 503'})")
 
 

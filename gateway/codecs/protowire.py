@@ -54,6 +54,11 @@ def length_prefix(field: int, size: int) -> bytes:
     return encode_varint(field << 3 | LENGTH) + encode_varint(size)
 
 
+def length_field(field: int, data: bytes) -> bytes:
+    """One length-delimited field (bytes, a string's UTF-8, a packed repeated field) as wire bytes."""
+    return length_prefix(field, len(data)) + data
+
+
 def top_level_fields(data: bytes | memoryview) -> Iterator[tuple[int, int, int, int]]:
     """`(number, wire type, start, end)` of each top-level field of a serialized message, in order:
     `data[start:end]` is a length-delimited field's payload, or the encoded value of the others. Groups

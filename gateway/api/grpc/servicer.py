@@ -29,7 +29,7 @@ from typing import Any, Final, TypeAlias, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from gateway.api.admission import InFlightLimit
+from gateway.api.admission import InFlightLimit, refused
 from gateway.api.deadline import deadline_from
 from gateway.api.grpc.streaming import DEFAULT_MAX_IN_FLIGHT, answer_stream
 from gateway.codecs.v2 import protobuf as codec
@@ -178,8 +178,7 @@ class InferenceServicer:
         try:
             return parse(pb.ModelInferRequest, data)
         except InvalidRequest as exc:
-            self._server.observe_rejected("", call, exc)  # no model name can be read from it
-            raise
+            raise refused(self._server, "", call, exc) from None  # no model name can be read from it
 
     async def _infer(
         self, request: pb.ModelInferRequest, call: RequestContext, context: Context
@@ -189,9 +188,8 @@ class InferenceServicer:
             try:
                 inference_request = codec.request_from_proto(request)
                 call.deadline = deadline_from(inference_request.parameters, context.time_remaining())
-            except GatewayError as exc:
-                self._server.observe_rejected(request.model_name, call, exc, request.model_version)
-                raise
+            except Exception as exc:
+                raise refused(self._server, request.model_name, call, exc, request.model_version) from None
             response = await self._server.infer(inference_request, call)
             return codec.response_to_proto(response, inference_request)
 

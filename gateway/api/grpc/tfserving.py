@@ -76,8 +76,7 @@ class TFServingServicer:
         try:
             message = parse(predict_pb2.PredictRequest, data)
         except InvalidRequest as exc:
-            self._server.observe_rejected("", call, exc)  # no model name can be read from it
-            raise
+            raise refused(self._server, "", call, exc) from None  # no model name can be read from it
         model = message.model_spec.name
         with self._limit.admit(self._server, model, call):
             try:

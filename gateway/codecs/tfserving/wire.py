@@ -7,7 +7,8 @@ one slice and one `np.frombuffer`, and written back one `MergeFromString` of the
 
 from __future__ import annotations
 
-from gateway.codecs.protowire import LENGTH, WireError, length_prefix, top_level_fields
+from gateway.codecs.protowire import LENGTH, WireError, top_level_fields
+from gateway.codecs.protowire import length_field as len_field
 
 __all__ = ["WireError", "len_field", "packed_field"]
 
@@ -29,8 +30,3 @@ def packed_field(data: bytes, field: int) -> bytes | None:
                 return None
             chunks.append(data[start:end])
     return b"".join(chunks)
-
-
-def len_field(field: int, payload: bytes) -> bytes:
-    """One length-delimited field (a packed repeated field, here) as wire bytes."""
-    return length_prefix(field, len(payload)) + payload

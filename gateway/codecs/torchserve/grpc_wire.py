@@ -26,14 +26,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from gateway.codecs.protowire import LENGTH, length_prefix, top_level_fields
+from gateway.codecs.protowire import LENGTH, length_field, length_prefix, top_level_fields
 
 _PREDICTION: Final = 1  # PredictionResponse.prediction
 
 
 def _string_field(number: int, text: str) -> bytes:
-    data = text.encode()
-    return length_prefix(number, len(data)) + data if data else b""
+    """A proto3 string field: left out when empty."""
+    return length_field(number, text.encode()) if text else b""
 
 
 def predictions_request(
@@ -66,4 +66,4 @@ def prediction(reply: bytes) -> bytes:
 
 def prediction_response(answer: bytes) -> bytes:
     """A serialized `PredictionResponse` whose `prediction` is `answer`, copied once."""
-    return b"".join([length_prefix(_PREDICTION, len(answer)), answer]) if answer else b""
+    return length_field(_PREDICTION, answer) if answer else b""

@@ -39,7 +39,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
-from gateway.codecs.v2.tensors import buffer_tensor, check_datatype, check_shape, owner, tensor_to_buffer
+from gateway.codecs.v2.tensors import owner, tensor_from_buffer, tensor_to_buffer
 from gateway.errors import BackendError, GatewayError, InvalidRequest, clip
 from gateway.types import Tensor
 
@@ -238,10 +238,9 @@ def _tensors(
                 f"of the payload ({body.nbytes} bytes)"
             )
         try:
-            dims = check_shape(name, entry.get("shape"), role=role)
-            check_datatype(name, entry.get("datatype"), role=role)
+            data = body[offset : offset + nbytes]
             tensors.append(
-                buffer_tensor(name, entry["datatype"], dims, body[offset : offset + nbytes], role=role)
+                tensor_from_buffer(name, entry.get("datatype"), entry.get("shape"), data, role=role)
             )
         except InvalidRequest as exc:
             raise error(exc.message) from None

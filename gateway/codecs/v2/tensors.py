@@ -97,8 +97,8 @@ def check_datatype(name: str, datatype: Any, *, role: str = "input") -> np.dtype
 
 def tensor_from_buffer(
     name: str,
-    datatype: str,
-    shape: Sequence[int],
+    datatype: Any,
+    shape: Any,
     buf: bytes | memoryview,
     *,
     role: str = "input",
@@ -107,8 +107,8 @@ def tensor_from_buffer(
 
     Args:
         name: Tensor name.
-        datatype: OIP datatype name.
-        shape: Wire shape; validated with `check_shape`.
+        datatype: OIP datatype name, as decoded from the wire (validated with `check_datatype`).
+        shape: Wire shape, as decoded from the wire (validated with `check_shape`).
         buf: Little-endian row-major data; BYTES elements each carry a 4-byte LE length prefix.
         role: "input" or "output", for error messages.
 
