@@ -25,6 +25,7 @@ from tensorflow_serving.apis import (
 )
 
 from gateway.api.deadline import deadline_from
+from gateway.api.grpc.servicer import grpc_details, status_for
 from gateway.errors import ConfigError, ErrorCode, GatewayError, InvalidRequest, clip
 from runtimes.tfserving import tensors
 from runtimes.tfserving.config import models_from_proto
@@ -42,7 +43,6 @@ _T = TypeVar("_T")
 # grpcio's default message limits are 4 MiB; TF Serving's server takes up to INT32_MAX. Replies may be
 # that large here too; requests are held to the core's `max_request_bytes`.
 MAX_MESSAGE_BYTES: Final = 2**31 - 1
-_CODES: Final = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def _target(spec: Any) -> Target:
@@ -59,7 +59,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> NoRet
     error = gateway_error(exc)
     if error is not exc:
         _log.error("request failed", exc_info=exc)
-    await context.abort(_CODES[error.code.grpc_code], error.message)
+    await context.abort(status_for(error.code), grpc_details(error.message))
     raise AssertionError("unreachable: abort raises")
 
 

@@ -86,9 +86,9 @@ class ModelManager:
         self._records: dict[str, dict[int, VersionRecord]] = {}
         self._lock = asyncio.Lock()
 
-    @property
-    def models(self) -> Sequence[str]:
-        return list(self._configs)
+    def serves(self, model: str) -> bool:
+        """Whether `model` is configured (a dict lookup: asked on every request, for its metric label)."""
+        return model in self._configs
 
     async def apply(self, models: Sequence[ModelConfig]) -> None:
         """Serves exactly `models` from now on. `ConfigError` (nothing changed) if a label points at a

@@ -82,7 +82,7 @@ class TFServingCore:
     def model_label(self, model: str) -> str:
         """`model` as a metric label: a configured model's name, else `UNKNOWN_MODEL` (labels stay
         bounded whatever names clients send)."""
-        return model if model in self.manager.models else UNKNOWN_MODEL
+        return model if self.manager.serves(model) else UNKNOWN_MODEL
 
     def signature(self, target: Target) -> tuple[LoadedVersion, Signature]:
         """The version and signature a request addresses; FAILED_PRECONDITION for an unknown signature,

@@ -30,12 +30,11 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
+from gateway.codecs.torchserve.signature import EAGER_FILE, Signature, loads_signature
 from gateway.codecs.torchserve.signature import FILENAME as SIGNATURE_FILE
-from gateway.codecs.torchserve.signature import Signature, loads_signature
 
 ENTRY_MODULE: Final = "gateway_tensor_handler"
 HANDLER_MODULE: Final = "runtimes.torchserve.handler"
-EAGER_FILE: Final = "eager.json"  # runtimes.torchserve.handler.EAGER_FILE (that module imports torch)
 _PROJECT_PACKAGES: Final = ("gateway", "runtimes")
 _ROOT: Final = Path(__file__).resolve().parents[2]
 _ENTRY_SOURCE: Final = f"""\"\"\"TorchServe's entry point: the project's tensor handler.\"\"\"

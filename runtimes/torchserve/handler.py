@@ -48,15 +48,14 @@ from gateway.codecs.torchserve.payload import (
     error_body,
     parse_request,
 )
+from gateway.codecs.torchserve.signature import EAGER_FILE, Signature, loads_signature
 from gateway.codecs.torchserve.signature import FILENAME as SIGNATURE_FILE
-from gateway.codecs.torchserve.signature import Signature, loads_signature
 from gateway.codecs.v2.tensors import fmt_shape, owner
 from gateway.core.validation import shape_matches
 from gateway.datatypes import NUMPY_DTYPES
 from gateway.errors import GatewayError, InvalidRequest, clip
 from gateway.types import Tensor, TensorMetadata
 
-EAGER_FILE: Final = "eager.json"
 JSON_TYPE: Final = "application/json"
 # The answer header that tells TorchServe whether more messages of a streamed answer follow.
 _STREAM_NEXT: Final = "ts_stream_next"

@@ -87,10 +87,6 @@ class PodKey:
     def __repr__(self) -> str:
         return f"PodKey({self._key_file}, <hidden>)"
 
-    @property
-    def keys(self) -> TorchServeKeys | None:
-        return self._keys
-
     def header(self) -> str:
         """`Bearer <inference key>`, or "" before TorchServe has written its key file."""
         return f"Bearer {self._keys.inference}" if self._keys else ""

@@ -22,6 +22,9 @@ from gateway.errors import ConfigError
 from gateway.types import TensorMetadata
 
 FILENAME: Final = "signature.json"
+# The archive's file naming an eager model's Python file and factory (written by the packager, read by
+# the handler; kept here, beside the signature's name, because this module needs no torch).
+EAGER_FILE: Final = "eager.json"
 
 
 @dataclass(frozen=True, slots=True)
