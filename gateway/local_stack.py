@@ -272,8 +272,9 @@ class LocalStack:
         return self.workdir / "tfserving-models"
 
     @property
-    def tfserving_served(self) -> tuple[str, ...]:
-        """The models TF Serving serves: the example models (built for TF) among `models`."""
+    def example_models_served(self) -> tuple[str, ...]:
+        """The models TF Serving and TorchServe serve: the example models (built for every framework)
+        among `models`."""
         return tuple(m for m in self.models if m in EXAMPLE_MODELS)
 
     def _start_torchserve(self) -> TorchServeProcess | None:
@@ -282,7 +283,7 @@ class LocalStack:
         from runtimes.torchserve.config import ModelEntry, TorchServeConfig
         from runtimes.torchserve.launcher import TorchServeProcess, torchserve_command
 
-        served = self.tfserving_served  # the example models, which every framework has
+        served = self.example_models_served  # the example models, which every framework has
         if not self.with_torchserve or not served:
             return None
         if importlib.util.find_spec("torch") is None or importlib.util.find_spec("ts") is None:
@@ -324,16 +325,16 @@ class LocalStack:
         """TF Serving on the TF models, when they were built (TensorFlow installed); else None."""
         from runtimes.tfserving.launcher import tfserving_command
 
-        if not self.with_tfserving or not self.tfserving_served:
+        if not self.with_tfserving or not self.example_models_served:
             return None
         if importlib.util.find_spec("tensorflow") is None:
             print("TensorFlow is not installed: the stack runs without TF Serving", flush=True)
             return None
-        missing = [m for m in self.tfserving_served if not (self.tfserving_models / m).is_dir()]
+        missing = [m for m in self.example_models_served if not (self.tfserving_models / m).is_dir()]
         if missing:  # the build ran with TensorFlow there, so it failed: say so rather than skip
             raise RuntimeError(f"TF models missing under {self.tfserving_models}: {', '.join(missing)}")
         model_config = self.workdir / "tfserving-models.config"
-        model_config.write_text(tfserving_model_config(self.tfserving_models, self.tfserving_served))
+        model_config.write_text(tfserving_model_config(self.tfserving_models, self.example_models_served))
         monitoring = self.workdir / "tfserving-monitoring.config"
         monitoring.write_text(MONITORING_CONFIG)
         command = tfserving_command(
@@ -380,16 +381,22 @@ class LocalStack:
         )
         self.runtime.start(echo=self.echo)
         try:
-            self.tfserving = self._start_tfserving()
-            self.torchserve = self._start_torchserve()
+            self._start_the_rest()
         except BaseException:
             self.stop()
             raise
+        return self
+
+    def _start_the_rest(self) -> None:
+        """TF Serving and TorchServe (where they are to run), then the gateway in front of them all."""
+        p = self.ports
+        self.tfserving = self._start_tfserving()
+        self.torchserve = self._start_torchserve()
         config = gateway_config(
             p,
             self.models,
-            tfserving=self.tfserving_served if self.tfserving is not None else (),
-            torchserve=self.tfserving_served if self.torchserve is not None else (),
+            tfserving=self.example_models_served if self.tfserving is not None else (),
+            torchserve=self.example_models_served if self.torchserve is not None else (),
             torchserve_key_file=self.torchserve.command.key_file if self.torchserve is not None else None,
         )
         config["listeners"]["workers"] = self.gateway_workers  # type: ignore[index]
@@ -399,12 +406,7 @@ class LocalStack:
             [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path)],
             ready_prefix="gateway ready",
         )
-        try:
-            self.gateway.start(echo=self.echo)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        self.gateway.start(echo=self.echo)
 
     def stop(self) -> None:
         for proc in (self.gateway, self.torchserve, self.tfserving, self.runtime):

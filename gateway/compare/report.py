@@ -168,7 +168,7 @@ def write_chart(result: dict[str, Any], path: Path) -> None:
         "Start-to-ready (all three models; JAX: XLA cache)",
     )
     machine = result.get("machine", {})
-    server = result.get("tfserving_server", "")
+    real = bool(result.get("tfserving_real"))
     axes[1][2].axis("off")
     axes[1][2].text(
         0.0,
@@ -183,8 +183,8 @@ def write_chart(result: dict[str, Any], path: Path) -> None:
                 f"latency runs: {o['requests']} calls",
                 f"cores: {machine.get('cpu_count', '?')}, shared by the client,",
                 "  the gateway and the three servers",
-                "TF Serving: " + ("the real binary" if "real binary" in server else "the project's"),
-                "  " + ("" if "real binary" in server else "runtime on TensorFlow"),
+                "TF Serving: " + ("the real binary" if real else "the project's"),
+                "  " + ("" if real else "runtime on TensorFlow"),
                 f"run: {result.get('started_utc', '')}",
             ]
         ),
@@ -256,9 +256,9 @@ The raw figure of every round is in `figures.json`, with the machine and package
 - Resident memory: RSS summed over the same processes after each round's runs.
 - Start-to-ready: {restarts}. From the process's start to its ready line, printed once its models are
   loaded (the JAX runtime's after compiling them); TorchServe's: until each model has a READY worker on
-  its management API (polled every 50 ms). Each server loads all three example models. The stack's first
-  start, for reference (one figure each; TorchServe's there is to its first healthy `/ping`, which
-  TorchServe 0.12.0 answers before its workers have loaded the models): {_start_line(result)}.
+  its management API (polled every 0.1 s; its first healthy `/ping` comes earlier: TorchServe 0.12.0
+  answers it before its workers have loaded the models). Each server loads all three example models. The
+  stack's first start, for reference (one figure each, timed the same way): {_start_line(result)}.
 
 ## Caveats
 

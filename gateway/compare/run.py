@@ -32,10 +32,10 @@ import numpy as np
 
 from gateway.compare.load import Target, closed_loop, infer_body, latencies, wait_answering
 from gateway.compare.procfs import tree_usage
+from gateway.compare.report import FRAMEWORKS
 from gateway.compare.stats import percentile, spread
 from gateway.local_stack import TFSERVING_VERSION, TORCHSERVE_VERSION, LocalStack, ManagedProcess
 
-FRAMEWORKS: Final = ("jax", "tfserving", "torchserve")
 VERSIONS: Final = {"jax": "", "tfserving": TFSERVING_VERSION, "torchserve": TORCHSERVE_VERSION}
 ANSWER_TIMEOUT_S: Final = 120.0
 MIB: Final = 1024 * 1024
@@ -86,13 +86,12 @@ def _order(round_index: int) -> list[str]:
 
 
 async def _measure_round(
-    stack: LocalStack, channel: grpc.aio.Channel, reqs: dict[str, Target], o: CompareOptions, index: int
+    roots: dict[str, int], channel: grpc.aio.Channel, reqs: dict[str, Target], o: CompareOptions, index: int
 ) -> dict[str, Any]:
     order = _order(index)
     timings = await latencies(channel, [reqs[f] for f in order], o.requests)
     figures: dict[str, dict[str, float | int]] = {}
     for framework in order:
-        roots = _roots(stack)
         target = reqs[framework]
         await closed_loop(channel, target, o.warmup_s, o.concurrency)
         backend, gateway = tree_usage(roots[framework]), tree_usage(roots["gateway"])
@@ -114,26 +113,28 @@ async def _measure_round(
     return {"round": index, "order": order, "frameworks": figures}
 
 
+def _restarted(old: ManagedProcess | None, echo: bool, argv: list[str] | None = None) -> ManagedProcess:
+    """`old` stopped and a new process of the same command (or `argv`) started and ready."""
+    assert old is not None
+    old.stop()
+    new = ManagedProcess(old.name, list(old.argv) if argv is None else argv, ready_prefix=old.ready_prefix)
+    new.start(echo=echo)
+    return new
+
+
 def _restart_jax(stack: LocalStack, cache: Path | None) -> float:
     """Stop the JAX runtime and start it again, on `cache` as its compilation cache if given."""
-    old = stack.runtime
-    assert old is not None
-    argv = list(old.argv)
+    assert stack.runtime is not None
+    argv = list(stack.runtime.argv)
     if cache is not None:
         argv[argv.index("--compilation-cache") + 1] = str(cache)
-    old.stop()
-    stack.runtime = ManagedProcess(old.name, argv, ready_prefix=old.ready_prefix)
-    stack.runtime.start(echo=stack.echo)
+    stack.runtime = _restarted(stack.runtime, stack.echo, argv)
     assert stack.runtime.ready_after_s is not None
     return stack.runtime.ready_after_s
 
 
 def _restart_tfserving(stack: LocalStack) -> float:
-    old = stack.tfserving
-    assert old is not None
-    old.stop()
-    stack.tfserving = ManagedProcess(old.name, list(old.argv), ready_prefix=old.ready_prefix)
-    stack.tfserving.start(echo=stack.echo)
+    stack.tfserving = _restarted(stack.tfserving, stack.echo)
     assert stack.tfserving.ready_after_s is not None
     return stack.tfserving.ready_after_s
 
@@ -147,11 +148,11 @@ def _restart_torchserve(stack: LocalStack) -> float:
     old = stack.torchserve
     assert old is not None
     old.stop()
-    started = time.monotonic()
     stack.torchserve = TorchServeProcess(
         old.command, old.inference_url, management_url=old.management_url, models=old.models
     ).start()
-    return time.monotonic() - started
+    assert stack.torchserve.started_in_s is not None
+    return stack.torchserve.started_in_s
 
 
 def _start_round(stack: LocalStack, index: int) -> dict[str, float]:
@@ -187,7 +188,7 @@ def stack_start(stack: LocalStack) -> dict[str, float | None]:
 
 def compare(stack: LocalStack, options: CompareOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure the running `stack`; the figures of every round and their medians (see `figures.json`)."""
-    _roots(stack)  # every framework is there
+    roots = _roots(stack)  # every framework is there (raises if not)
     reqs = targets(options.model, options.rows)
     address = f"{stack.ports.host}:{stack.ports.gateway_grpc}"
     first_start = stack_start(stack)
@@ -200,7 +201,7 @@ def compare(stack: LocalStack, options: CompareOptions, log: Callable[[str], Non
                 log(
                     f"round {index + 1}/{options.rounds}: latency and throughput ({', '.join(_order(index))})"
                 )
-                out.append(await _measure_round(stack, channel, reqs, options, index))
+                out.append(await _measure_round(roots, channel, reqs, options, index))
         return out
 
     rounds = asyncio.run(measure())
@@ -213,6 +214,7 @@ def compare(stack: LocalStack, options: CompareOptions, log: Callable[[str], Non
     return {
         "options": asdict(options),
         "tfserving_server": tfserving_server(stack),
+        "tfserving_real": tfserving_real(stack),
         "stack_start_s": first_start,
         "rounds": rounds,
         "start_rounds_s": starts,
@@ -220,8 +222,13 @@ def compare(stack: LocalStack, options: CompareOptions, log: Callable[[str], Non
     }
 
 
+def tfserving_real(stack: LocalStack) -> bool:
+    """Whether the stack's TF Serving is the real `tensorflow_model_server`, not the project's runtime."""
+    return stack.tfserving is not None and Path(stack.tfserving.argv[0]).name == "tensorflow_model_server"
+
+
 def tfserving_server(stack: LocalStack) -> str:
-    if stack.tfserving is not None and Path(stack.tfserving.argv[0]).name == "tensorflow_model_server":
+    if tfserving_real(stack):
         return "tensorflow_model_server (the real binary)"
     return "the project's TF Serving runtime (runtimes/tfserving, on TensorFlow), not tensorflow_model_server"
 

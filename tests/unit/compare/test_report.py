@@ -45,6 +45,7 @@ def _result() -> dict[str, Any]:
     return {
         "options": options,
         "tfserving_server": "the project's TF Serving runtime",
+        "tfserving_real": False,
         "stack_start_s": {"jax": 6.0, "tfserving": 4.0, "torchserve": 2.0, "gateway": 1.0},
         "rounds": rounds,
         "start_rounds_s": starts,
