@@ -3,12 +3,14 @@ errors and error statuses) to `GatewayError`s at this one boundary."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from typing import Final
+from typing import Any, Final
 
 import httpx
+import orjson
 
 from gateway.backends.grpc_client import refusal
 from gateway.errors import BackendError, BackendUnavailable, DeadlineExceeded, ErrorCode, GatewayError
@@ -79,3 +81,33 @@ def status_error(
         return refusal(mapped, message)
     log.warning("backend '%s' answered HTTP %d: %r", backend, status, reply.content[:200])
     return BackendError(f"backend '{backend}' answered HTTP {status}")
+
+
+async def send(
+    client: httpx.AsyncClient, backend: str, method: str, url: str, timeout_s: float, **kwargs: Any
+) -> httpx.Response:
+    """One request to `backend`, its failures mapped (`map_http_errors`). `timeout_s` bounds the whole
+    exchange: httpx's own timeout bounds each read and write, so a backend trickling its answer would
+    otherwise outlive any deadline."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            with map_http_errors(backend):
+                return await client.request(method, url, timeout=timeout_s, **kwargs)
+    except TimeoutError:
+        raise DeadlineExceeded(f"backend '{backend}' did not answer within the deadline") from None
+
+
+def json_object(
+    backend: str, reply: httpx.Response, message_of: Callable[[httpx.Response], str | None]
+) -> dict[str, Any]:
+    """A 200 answer's JSON object; an error status as `status_error`, anything but an object as a
+    `BackendError`."""
+    if reply.status_code != 200:
+        raise status_error(backend, reply, message_of)
+    try:
+        doc = orjson.loads(reply.content)
+    except orjson.JSONDecodeError:
+        raise BackendError(f"backend '{backend}' answered with invalid JSON") from None
+    if not isinstance(doc, dict):
+        raise BackendError(f"backend '{backend}' answered with a JSON {type(doc).__name__}, not an object")
+    return doc

@@ -16,7 +16,6 @@ Serving's own here:
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import Callable
@@ -25,13 +24,12 @@ from urllib.parse import quote
 
 import grpc
 import httpx
-import orjson
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from gateway.backends.base import readable
 from gateway.backends.grpc_client import map_grpc_errors, open_channel
-from gateway.backends.http_client import map_http_errors, pooled_client, status_error
+from gateway.backends.http_client import json_object, pooled_client, send, status_error
 from gateway.codecs.tfserving import rest as restcodec
 from gateway.codecs.tfserving.predict import (
     NO_TARGET,
@@ -47,7 +45,7 @@ from gateway.codecs.tfserving.signature import (
     metadata_from_signatures,
     ready_from_status,
 )
-from gateway.errors import BackendError, DeadlineExceeded, GatewayError, InvalidRequest, ModelNotFound
+from gateway.errors import BackendError, GatewayError, InvalidRequest, ModelNotFound
 from gateway.proto.tfserving.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -273,19 +271,10 @@ class _RestTransport:
         return url + suffix
 
     async def _send(self, method: str, url: str, timeout_s: float, **kwargs: Any) -> httpx.Response:
-        with map_http_errors(self._name):
-            return await self._client.request(method, url, timeout=timeout_s, **kwargs)
+        return await send(self._client, self._name, method, url, timeout_s, **kwargs)
 
     def _json(self, reply: httpx.Response) -> dict[str, Any]:
-        if reply.status_code != 200:
-            raise status_error(self._name, reply, lambda r: restcodec.error_message(r.content))
-        try:
-            doc = orjson.loads(reply.content)
-        except orjson.JSONDecodeError:
-            raise BackendError(f"backend '{self._name}' answered with invalid JSON") from None
-        if not isinstance(doc, dict):
-            raise BackendError(f"backend '{self._name}' answered with a JSON {type(doc).__name__}")
-        return doc
+        return json_object(self._name, reply, _error_message)
 
     def _proto(self, kind: type[M], doc: Any) -> M:
         try:
@@ -308,16 +297,10 @@ class _RestTransport:
         spec = _spec(request.model_name, request.model_version, target)
         body = restcodec.encode_predict_request(request, target.signature_name)
         headers = {"content-type": "application/json"}
-        try:
-            # httpx's timeout bounds each read and write, not the whole exchange: the deadline does.
-            async with asyncio.timeout(timeout_s):
-                reply = await self._send(
-                    "POST", self._url(endpoint, spec, ":predict"), timeout_s, content=body, headers=headers
-                )
-        except TimeoutError:
-            raise DeadlineExceeded(f"backend '{self._name}' did not answer within the deadline") from None
+        url = self._url(endpoint, spec, ":predict")
+        reply = await self._send("POST", url, timeout_s, content=body, headers=headers)
         if reply.status_code != 200:
-            raise status_error(self._name, reply, lambda r: restcodec.error_message(r.content))
+            raise status_error(self._name, reply, _error_message)
         requested = [o.name for o in request.outputs] if request.outputs else list(target.outputs) or None
         try:
             outputs = restcodec.decode_predict_response(reply.content, metadata.outputs, requested)
@@ -361,3 +344,8 @@ class _RestTransport:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _error_message(reply: httpx.Response) -> str | None:
+    """The message of TF Serving's `{"error": ...}` body, or None when the body is not one."""
+    return restcodec.error_message(reply.content)

@@ -32,7 +32,7 @@ from google.protobuf.message import DecodeError
 from gateway.backends.base import readable
 from gateway.backends.credentials import BearerKey
 from gateway.backends.grpc_client import grpc_error, open_channel
-from gateway.backends.http_client import map_http_errors, pooled_client, status_error
+from gateway.backends.http_client import pooled_client, send, status_error
 from gateway.codecs.protowire import WireError
 from gateway.codecs.torchserve import grpc_wire, payload
 from gateway.codecs.torchserve.signature import loads_signature
@@ -340,8 +340,7 @@ class _RestTransport:
         return {**extra, "authorization": header} if header else dict(extra)
 
     async def _send(self, method: str, url: str, timeout_s: float, **kwargs: Any) -> httpx.Response:
-        with map_http_errors(self._name):
-            reply = await self._client.request(method, url, timeout=timeout_s, **kwargs)
+        reply = await send(self._client, self._name, method, url, timeout_s, **kwargs)
         if payload.is_key_refusal(reply.status_code, reply.content):
             raise _KeyRefused
         return reply
@@ -359,7 +358,7 @@ class _RestTransport:
             return await self._send("POST", url, timeout_s, content=content, headers=headers)
 
         try:
-            async with asyncio.timeout(timeout_s):  # httpx's timeout is per read/write, not the exchange
+            async with asyncio.timeout(timeout_s):  # one deadline for the call and its retry with a new key
                 reply = await _with_fresh_key(self._key, self._name, call)
         except TimeoutError:
             raise DeadlineExceeded(f"backend '{self._name}' did not answer within the deadline") from None

@@ -11,7 +11,6 @@ pool come from the same modules, so this module is the OIP codec's adapter and l
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final, Protocol, TypeVar
@@ -24,12 +23,11 @@ from google.protobuf.message import DecodeError
 
 from gateway.backends.base import readable
 from gateway.backends.grpc_client import map_grpc_errors, open_channel
-from gateway.backends.http_client import map_http_errors, pooled_client, status_error
+from gateway.backends.http_client import json_object, pooled_client, send, status_error
 from gateway.codecs.v2 import protobuf as pbcodec
 from gateway.codecs.v2 import rest as restcodec
 from gateway.errors import (
     BackendError,
-    DeadlineExceeded,
     GatewayError,
     InvalidRequest,
     ModelNotFound,
@@ -245,8 +243,7 @@ class _RestTransport:
         return url + suffix
 
     async def _send(self, method: str, url: str, timeout_s: float, **kwargs: Any) -> httpx.Response:
-        with map_http_errors(self._name):
-            return await self._client.request(method, url, timeout=timeout_s, **kwargs)
+        return await send(self._client, self._name, method, url, timeout_s, **kwargs)
 
     def _status_error(self, reply: httpx.Response) -> GatewayError:
         return status_error(self._name, reply, self._error_message)
@@ -262,17 +259,7 @@ class _RestTransport:
         return message if isinstance(message, str) and message else None
 
     def _json(self, reply: httpx.Response) -> dict[str, Any]:
-        if reply.status_code != 200:
-            raise self._status_error(reply)
-        try:
-            doc = orjson.loads(reply.content)
-        except orjson.JSONDecodeError:
-            raise BackendError(f"backend '{self._name}' answered with invalid JSON") from None
-        if not isinstance(doc, dict):
-            raise BackendError(
-                f"backend '{self._name}' answered with a JSON {type(doc).__name__}, not an object"
-            )
-        return doc
+        return json_object(self._name, reply, self._error_message)
 
     async def infer(self, request: InferenceRequest, endpoint: str, timeout_s: float) -> InferenceResponse:
         url = self._url(endpoint, request.model_name, request.model_version, "/infer")
@@ -288,12 +275,7 @@ class _RestTransport:
             headers = {"content-type": "application/json"}
         else:
             headers = {"content-type": "application/octet-stream", _HEADER_LENGTH: str(header_length)}
-        try:
-            # httpx's timeout bounds each read and write, not the whole exchange: the deadline does.
-            async with asyncio.timeout(timeout_s):
-                reply = await self._send("POST", url, timeout_s, content=body, headers=headers)
-        except TimeoutError:
-            raise DeadlineExceeded(f"backend '{self._name}' did not answer within the deadline") from None
+        reply = await self._send("POST", url, timeout_s, content=body, headers=headers)
         if reply.status_code != 200:
             raise self._status_error(reply)
         raw_length = reply.headers.get(_HEADER_LENGTH)
