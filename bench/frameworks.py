@@ -44,8 +44,10 @@ sys.path.insert(0, str(ROOT))
 from cpu_per_request import process_cpu_s  # noqa: E402  # bench/, the script's own directory
 
 from gateway.codecs.tfserving.predict import predict_request  # noqa: E402
+from gateway.compare.load import infer_body  # noqa: E402
+from gateway.compare.run import tfserving_server  # noqa: E402
+from gateway.compare.stats import percentile  # noqa: E402
 from gateway.local_stack import TFSERVING_VERSION, LocalStack, StackPorts  # noqa: E402
-from gateway.proto import inference_pb2 as pb  # noqa: E402
 from gateway.types import InferenceRequest, Tensor  # noqa: E402
 
 MODEL = "cnn"
@@ -70,22 +72,18 @@ def _bodies(image: np.ndarray) -> tuple[bytes, bytes, bytes]:
     tensor = Tensor("image", "FP32", image.shape, image)
     direct = predict_request(InferenceRequest(MODEL, [tensor])).SerializeToString()
     labelled = predict_request(InferenceRequest(MODEL, [tensor], model_version=TFSERVING_VERSION))
-    oip = pb.ModelInferRequest(model_name=MODEL)
-    oip.inputs.add(name="image", datatype="FP32", shape=list(image.shape))
-    oip.raw_input_contents.append(image.tobytes())
-    return direct, labelled.SerializeToString(), oip.SerializeToString()
+    return direct, labelled.SerializeToString(), infer_body(MODEL, "", {"image": image})
 
 
 def paths(ports: StackPorts, image: np.ndarray) -> list[Path_]:
     host = ports.host
     direct, labelled, oip = _bodies(image)
-    tfs_oip = pb.ModelInferRequest.FromString(oip)
-    tfs_oip.model_version = TFSERVING_VERSION
+    tfs_oip = infer_body(MODEL, TFSERVING_VERSION, {"image": image})
     gateway = f"{host}:{ports.gateway_grpc}"
     return [
         Path_("tfs direct", f"{host}:{ports.tfserving_grpc}", PREDICT, direct),
         Path_("tfs via gw (TFS)", gateway, PREDICT, labelled),
-        Path_("tfs via gw (OIP)", gateway, MODEL_INFER, tfs_oip.SerializeToString()),
+        Path_("tfs via gw (OIP)", gateway, MODEL_INFER, tfs_oip),
         Path_("jax direct", f"{host}:{ports.runtime_grpc}", MODEL_INFER, oip),
         Path_("jax via gw", gateway, MODEL_INFER, oip),
     ]
@@ -136,8 +134,8 @@ async def throughput(route: Path_, seconds: float, pids: dict[str, int]) -> tupl
 
 
 def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+    """Milliseconds at quantile `q`: the nearest rank, as `gateway compare` reports it."""
+    return percentile(values, q) * 1000
 
 
 def main() -> None:
@@ -152,11 +150,7 @@ def main() -> None:
     ):
         if stack.tfserving is None or stack.runtime is None or stack.gateway is None:
             raise SystemExit("TF Serving did not start (TensorFlow missing?): nothing to compare")
-        which = (
-            "tensorflow_model_server"
-            if "tensorflow_model_server" in stack.tfserving.argv[0]
-            else ("the project's TF Serving runtime (runtimes/tfserving, on TensorFlow)")
-        )
+        which = tfserving_server(stack)
         print(f"model {MODEL}, {ROWS}-row FP32 requests; TF Serving is {which}\n")
         print("start-to-ready (s):", ", ".join(
             f"{p.name} {p.ready_after_s:.1f}" for p in (stack.runtime, stack.tfserving, stack.gateway)
