@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from gateway.errors import ConfigError
+from runtimes.common.versions import is_version_number
+
+__all__ = ["is_version_number"]  # the JAX manager reads it from here
 
 CONFIG_FILE: Final = "config.json"
 EXPORTED_FILE: Final = "model.jaxexport"
@@ -144,15 +147,6 @@ def scan(root: Path, *, skipped: set[str] | None = None) -> dict[str, ModelDir]:
                     versions[found.version] = found
         models[name] = ModelDir(name, policy, versions)
     return models
-
-
-_MAX_VERSION_DIGITS = 18  # below 2**63; `int()` itself refuses past 4300 digits (a client's 500)
-
-
-def is_version_number(text: str) -> bool:
-    """A positive integer in at most 18 ASCII digits ("²" and other Unicode digits pass `isdigit`, not
-    `int`; a client may send a version of thousands of digits, which `int()` refuses)."""
-    return len(text) <= _MAX_VERSION_DIGITS and text.isascii() and text.isdigit() and int(text) >= 1
 
 
 def read_policy(path: Path) -> VersionPolicy | None:

@@ -25,6 +25,7 @@ from typing import Final
 from tensorflow_serving.apis import get_model_status_pb2
 
 from gateway.errors import ConfigError, ErrorCode, GatewayError, clip
+from runtimes.common.versions import is_version_number
 from runtimes.tfserving.config import ModelConfig
 from runtimes.tfserving.model import LoadedVersion
 
@@ -34,7 +35,6 @@ LOADING: Final = _State.LOADING
 AVAILABLE: Final = _State.AVAILABLE
 UNLOADING: Final = _State.UNLOADING
 END: Final = _State.END
-_MAX_VERSION_DIGITS: Final = 18  # below 2**63, the proto's int64
 
 # Blocking (run in a thread): loads one version, raises on failure.
 Loader = Callable[[str, int, Path], LoadedVersion]
@@ -59,13 +59,7 @@ def scan_versions(base_path: Path) -> dict[int, Path]:
         return found
     for entry in entries:
         name = entry.name
-        if (
-            name.isascii()
-            and name.isdigit()
-            and len(name) <= _MAX_VERSION_DIGITS
-            and int(name) >= 1
-            and (entry / "saved_model.pb").is_file()
-        ):
+        if is_version_number(name) and (entry / "saved_model.pb").is_file():
             found[int(name)] = entry
     return found
 

@@ -20,6 +20,7 @@ from gateway.api.rest.body import read_body
 from gateway.codecs.tfserving import paths, rest
 from gateway.codecs.tfserving.signature import SIGNATURE_DEF_FIELD
 from gateway.errors import ErrorCode, GatewayError, InvalidRequest, clip
+from runtimes.common.versions import MAX_VERSION_DIGITS
 from runtimes.tfserving import rest_json
 from runtimes.tfserving.grpc_api import status_response, unimplemented
 from runtimes.tfserving.service import (
@@ -41,7 +42,6 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 # label, then the verb for POST and "/metadata" for GET).
 _POST: Final = paths.POST
 _GET: Final = paths.GET
-_MAX_VERSION_DIGITS: Final = 18
 _JSON_HEADERS: Final = [(b"content-type", b"application/json")]
 _API: Final = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}
 
@@ -125,7 +125,7 @@ class RestApp:
 
 def _target(match: re.Match[str]) -> Target:
     version = match.group(2)
-    if version is not None and len(version) > _MAX_VERSION_DIGITS:
+    if version is not None and len(version) > MAX_VERSION_DIGITS:
         raise InvalidRequest(f"Malformed request: version {clip(version)} is out of range")
     return Target(match.group(1), int(version) if version is not None else None, match.group(3) or "")
 
