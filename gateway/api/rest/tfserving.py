@@ -20,28 +20,23 @@ metadata shows cannot be rows, an unexpected failure) by `observe_rejected`, any
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
-from typing import Any, Final
+from typing import Final
 
-from starlette.datastructures import URLPath
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match, NoMatchFound
-from starlette.types import Receive, Scope, Send
+from starlette.routing import Match
+from starlette.types import Scope
 
-from gateway.api.admission import InFlightLimit, refused
+from gateway.api.admission import refused
 from gateway.api.rest.body import decode_content, read_body
+from gateway.api.rest.protocol_route import ProtocolRoute
 from gateway.api.tfserving import model_metadata, model_status
 from gateway.codecs.tfserving import paths
 from gateway.codecs.tfserving import rest as codec
 from gateway.codecs.tfserving.front import check_signature
 from gateway.errors import ErrorCode, GatewayError, InvalidRequest, Unimplemented, clip
-from gateway.server import InferenceServer
 from gateway.types import InferenceRequest, RequestContext
-
-log = logging.getLogger(__name__)
 
 PROTOCOL: Final = "tfserving_rest"
 JSON: Final = "application/json"
@@ -56,42 +51,16 @@ def _json(body: bytes, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type=JSON)
 
 
-class TFServingRoute(BaseRoute):
-    """Every path under `/v1/` (any case), dispatched by TF Serving's patterns.
-
-    A route of its own rather than Starlette path routes: those match case-sensitively, and a path under
-    `/v1/` that TF Serving would not take must still get TF Serving's error, not the OIP listener's 404.
-    """
-
-    def __init__(self, server: InferenceServer, *, max_request_bytes: int, limit: InFlightLimit) -> None:
-        self._server = server
-        self._max_request_bytes = max_request_bytes
-        self._limit = limit
+class TFServingRoute(ProtocolRoute):
+    """Every path under `/v1/` (any case), dispatched by TF Serving's patterns."""
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] == "http" and paths.PREFIX.match(scope["path"]):
             return Match.FULL, {}
         return Match.NONE, {}
 
-    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
-        raise NoMatchFound(name, path_params)
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self._answer(Request(scope, receive))
-        await response(scope, receive, send)
-
-    async def _answer(self, request: Request) -> Response:
-        method, path = request.method, request.url.path
-        try:
-            return await self._dispatch(request, method, path)
-        except GatewayError as exc:
-            return _json(codec.error_body(exc.message), http_status(exc.code))
-        except asyncio.CancelledError:
-            # Only the listener's shutdown cancels a handler (see the OIP listener): answer as TF would.
-            return _json(codec.error_body("the server is shutting down"), 503)
-        except Exception:
-            log.exception("unhandled error on %s %s", method, path)
-            return _json(codec.error_body("internal error"), 500)
+    def _failure(self, error: GatewayError) -> Response:
+        return _json(codec.error_body(error.message), http_status(error.code))
 
     async def _dispatch(self, request: Request, method: str, path: str) -> Response:
         call = paths.parse(method, path)

@@ -21,26 +21,21 @@ and each inference counted once under the protocol label `torchserve_rest`.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
-from typing import Any, Final
+from typing import Final
 
-from starlette.datastructures import URLPath
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match, NoMatchFound
-from starlette.types import Receive, Scope, Send
+from starlette.routing import Match
+from starlette.types import Scope
 
-from gateway.api.admission import InFlightLimit, refused
+from gateway.api.admission import refused
 from gateway.api.rest.body import decode_content, read_body
-from gateway.api.torchserve import INTERNAL, UNAVAILABLE, error_response, health_body, predictions
+from gateway.api.rest.protocol_route import ProtocolRoute
+from gateway.api.torchserve import error_response, health_body, predictions
 from gateway.codecs.torchserve import payload
 from gateway.errors import GatewayError, InvalidRequest, clip
-from gateway.server import InferenceServer
 from gateway.types import RequestContext
-
-log = logging.getLogger(__name__)
 
 PROTOCOL: Final = "torchserve_rest"
 PREDICTIONS: Final = "/predictions"
@@ -67,13 +62,8 @@ def _model_and_version(path: str) -> tuple[str, str] | None:
     return None
 
 
-class TorchServeRoute(BaseRoute):
+class TorchServeRoute(ProtocolRoute):
     """`/ping`, and every path under `/predictions`, answered in TorchServe's shapes."""
-
-    def __init__(self, server: InferenceServer, *, max_request_bytes: int, limit: InFlightLimit) -> None:
-        self._server = server
-        self._max_request_bytes = max_request_bytes
-        self._limit = limit
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] == "http":
@@ -82,26 +72,9 @@ class TorchServeRoute(BaseRoute):
                 return Match.FULL, {}
         return Match.NONE, {}
 
-    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
-        raise NoMatchFound(name, path_params)
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self._answer(Request(scope, receive))
-        await response(scope, receive, send)
-
-    async def _answer(self, request: Request) -> Response:
-        method, path = request.method, request.url.path
-        try:
-            return await self._dispatch(request, method, path)
-        except GatewayError as exc:
-            status, body = error_response(exc)
-            return _json(body, status)
-        except asyncio.CancelledError:
-            # Only the listener's shutdown cancels a handler (see the OIP listener).
-            return _error(503, UNAVAILABLE, "the server is shutting down")
-        except Exception:
-            log.exception("unhandled error on %s %s", method, path)
-            return _error(500, INTERNAL, "internal error")
+    def _failure(self, error: GatewayError) -> Response:
+        status, body = error_response(error)
+        return _json(body, status)
 
     async def _dispatch(self, request: Request, method: str, path: str) -> Response:
         if path == PING:
