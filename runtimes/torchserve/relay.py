@@ -22,11 +22,11 @@ No torch here, nor TorchServe: the relay runs in the project's image beside the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import math
 import re
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +39,7 @@ import httpx
 import uvicorn
 
 from gateway.backends.credentials import BearerKey
+from runtimes.common.lifecycle import signals_set
 from runtimes.torchserve.podkey import PodKey
 
 log = logging.getLogger(__name__)
@@ -145,14 +146,11 @@ async def serve(
     from runtimes.torchserve._relay_grpc import start_grpc_relay
     from runtimes.torchserve._relay_rest import RestRelay
 
-    loop = asyncio.get_running_loop()
-    handled: list[signal.Signals] = []
+    signals = contextlib.ExitStack()
     if stop is None:
         stop = asyncio.Event()
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-                handled.append(sig)
+        if threading.current_thread() is threading.main_thread():  # signal handlers need the main thread
+            signals.enter_context(signals_set(stop))
     caller = CallerKey(settings.secret_file, previous_key_grace_s=settings.previous_key_grace_s)
     timeout = httpx.Timeout(settings.timeout_s, connect=5.0)
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30.0)
@@ -171,7 +169,7 @@ async def serve(
     rest_sock = bind_socket(settings.host, settings.rest_port)
     try:
         await pod.load()
-        renewals = loop.create_task(pod.run_renewals(), name="relay:renewals")
+        renewals = asyncio.get_running_loop().create_task(pod.run_renewals(), name="relay:renewals")
         app = RestRelay(
             caller, pod, settings.upstream_rest, client, max_request_bytes=settings.max_request_bytes
         )
@@ -192,7 +190,7 @@ async def serve(
             f" -> TorchServe {settings.upstream_rest} and {settings.upstream_grpc}"
         )
         (on_ready or (lambda text: print(text, flush=True)))(line)
-        stopped = loop.create_task(stop.wait())
+        stopped = asyncio.get_running_loop().create_task(stop.wait())
         await asyncio.wait({stopped, rest_task, renewals}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         if renewals.done() and not renewals.cancelled() and renewals.exception() is not None:
@@ -213,5 +211,4 @@ async def serve(
             await asyncio.gather(renewals, return_exceptions=True)
         await client.aclose()
         rest_sock.close()
-        for sig in handled:
-            loop.remove_signal_handler(sig)
+        signals.close()
