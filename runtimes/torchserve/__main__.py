@@ -20,6 +20,12 @@ from pathlib import Path
 
 from runtimes.torchserve.archive import PackagingError, package
 from runtimes.torchserve.config import ModelEntry, TorchServeConfig, write_config
+from runtimes.torchserve.relay import RelaySettings
+
+# The defaults the options show are the dataclasses' own, so the CLI and the library cannot drift apart.
+_ENTRY = ModelEntry("", "")
+_CONFIG = TorchServeConfig(model_store=Path(), models=())
+_RELAY = RelaySettings(secret_file=Path(), key_file=Path())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,16 +47,34 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = commands.add_parser("config", help="write config.properties with the project's defaults")
     cfg.add_argument("--model-store", required=True, type=Path)
     cfg.add_argument("--model", action="append", default=[], metavar="NAME=FILE.mar", help="repeatable")
-    cfg.add_argument("--workers", type=int, default=1, help="workers per model (default 1)")
-    cfg.add_argument("--batch-size", type=int, default=1, help="TorchServe batchSize (default 1)")
-    cfg.add_argument("--max-batch-delay-ms", type=int, default=5, help="TorchServe maxBatchDelay (default 5)")
-    cfg.add_argument("--host", default="127.0.0.1", help="inference (REST and gRPC) address")
-    cfg.add_argument("--inference-port", type=int, default=8080)
-    cfg.add_argument("--management-port", type=int, default=8081, help="always bound to 127.0.0.1")
-    cfg.add_argument("--metrics-port", type=int, default=8082)
-    cfg.add_argument("--grpc-port", type=int, default=7070)
-    cfg.add_argument("--grpc-management-port", type=int, default=7071, help="always bound to 127.0.0.1")
-    cfg.add_argument("--heap-mb", type=int, default=256, help="JVM max heap (default 256)")
+    cfg.add_argument(
+        "--workers", type=int, default=_ENTRY.workers, help="workers per model (default %(default)s)"
+    )
+    cfg.add_argument(
+        "--batch-size", type=int, default=_ENTRY.batch_size, help="TorchServe batchSize (default %(default)s)"
+    )
+    cfg.add_argument(
+        "--max-batch-delay-ms",
+        type=int,
+        default=_ENTRY.max_batch_delay_ms,
+        help="TorchServe maxBatchDelay (default %(default)s)",
+    )
+    cfg.add_argument("--host", default=_CONFIG.inference_host, help="inference (REST and gRPC) address")
+    cfg.add_argument("--inference-port", type=int, default=_CONFIG.inference_port)
+    cfg.add_argument(
+        "--management-port", type=int, default=_CONFIG.management_port, help="always bound to 127.0.0.1"
+    )
+    cfg.add_argument("--metrics-port", type=int, default=_CONFIG.metrics_port)
+    cfg.add_argument("--grpc-port", type=int, default=_CONFIG.grpc_inference_port)
+    cfg.add_argument(
+        "--grpc-management-port",
+        type=int,
+        default=_CONFIG.grpc_management_port,
+        help="always bound to 127.0.0.1",
+    )
+    cfg.add_argument(
+        "--heap-mb", type=int, default=_CONFIG.heap_mb, help="JVM max heap (default %(default)s)"
+    )
     cfg.add_argument("--out", required=True, type=Path, help="file, or directory for config.properties")
 
     relay = commands.add_parser(
@@ -58,31 +82,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     relay.add_argument("--secret-file", required=True, type=Path, help="the key callers must bear (a Secret)")
     relay.add_argument("--key-file", required=True, type=Path, help="TorchServe's key_file.json")
-    relay.add_argument("--host", default="0.0.0.0", help="the relay's address (default 0.0.0.0)")
-    relay.add_argument("--rest-port", type=int, default=8080, help="the relay's REST port (default 8080)")
-    relay.add_argument("--grpc-port", type=int, default=7070, help="the relay's gRPC port (default 7070)")
+    relay.add_argument("--host", default=_RELAY.host, help="the relay's address (default %(default)s)")
     relay.add_argument(
-        "--upstream-rest", default="http://127.0.0.1:8080", help="TorchServe's REST inference URL"
+        "--rest-port", type=int, default=_RELAY.rest_port, help="the relay's REST port (default %(default)s)"
     )
     relay.add_argument(
-        "--upstream-grpc", default="127.0.0.1:7070", help="TorchServe's gRPC inference address"
+        "--grpc-port", type=int, default=_RELAY.grpc_port, help="the relay's gRPC port (default %(default)s)"
     )
     relay.add_argument(
-        "--management-url", default="http://127.0.0.1:8081", help="TorchServe's management URL"
+        "--upstream-rest", default=_RELAY.upstream_rest, help="TorchServe's REST inference URL"
     )
+    relay.add_argument(
+        "--upstream-grpc", default=_RELAY.upstream_grpc, help="TorchServe's gRPC inference address"
+    )
+    relay.add_argument("--management-url", default=_RELAY.management_url, help="TorchServe's management URL")
     relay.add_argument(
         "--token-expiration-min",
         type=float,
-        default=60.0,
-        help="TorchServe's token_expiration_min (default 60)",
+        default=_RELAY.token_expiration_min,
+        help="TorchServe's token_expiration_min (default %(default)s)",
     )
-    relay.add_argument("--max-request-bytes", type=int, default=64 << 20, help="default 64 MiB")
-    relay.add_argument("--timeout-s", type=float, default=130.0, help="per call to TorchServe (default 130)")
+    relay.add_argument(
+        "--max-request-bytes", type=int, default=_RELAY.max_request_bytes, help="default 64 MiB"
+    )
+    relay.add_argument(
+        "--timeout-s",
+        type=float,
+        default=_RELAY.timeout_s,
+        help="per call to TorchServe (default %(default)s)",
+    )
     relay.add_argument(
         "--previous-key-grace-s",
         type=float,
-        default=120.0,
-        help="how long the Secret's key before a rotation is still admitted (default 120)",
+        default=_RELAY.previous_key_grace_s,
+        help="how long the Secret's key before a rotation is still admitted (default %(default)s)",
     )
     return parser
 
@@ -91,23 +124,11 @@ def _relay(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from runtimes.torchserve.relay import RelaySettings, serve
+    from runtimes.torchserve.relay import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = RelaySettings(
-        secret_file=args.secret_file,
-        key_file=args.key_file,
-        host=args.host,
-        rest_port=args.rest_port,
-        grpc_port=args.grpc_port,
-        upstream_rest=args.upstream_rest,
-        upstream_grpc=args.upstream_grpc,
-        management_url=args.management_url,
-        token_expiration_min=args.token_expiration_min,
-        max_request_bytes=args.max_request_bytes,
-        timeout_s=args.timeout_s,
-        previous_key_grace_s=args.previous_key_grace_s,
-    )
+    # The relay's options are named after RelaySettings' fields (argparse's dests).
+    settings = RelaySettings(**{key: value for key, value in vars(args).items() if key != "command"})
     asyncio.run(serve(settings))
     return 0
 
