@@ -93,8 +93,7 @@ class GrpcRelay:
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> bytes:
         await self._admit(context)
-        for attempt in range(2):
-            pod_header = self._pod.header()
+        async for pod_header in self._pod.attempts():
             metadata = forwarded_metadata(context.invocation_metadata(), pod_header)
             try:
                 reply: bytes = await rpc(request, metadata=metadata, timeout=_timeout(context))
@@ -102,9 +101,6 @@ class GrpcRelay:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.PERMISSION_DENIED:
                     await context.abort(exc.code(), exc.details() or "")
-                if attempt == 0 and await self._pod.recover(pod_header):
-                    continue
-                break
         await context.abort(grpc.StatusCode.UNAVAILABLE, _POD_KEY_REFUSED)
         raise AssertionError("unreachable: abort raises")
 
@@ -115,8 +111,7 @@ class GrpcRelay:
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[bytes]:
         await self._admit(context)
-        for attempt in range(2):
-            pod_header = self._pod.header()
+        async for pod_header in self._pod.attempts():
             metadata = forwarded_metadata(context.invocation_metadata(), pod_header)
             call = rpc(request, metadata=metadata, timeout=_timeout(context))
             sent = False
@@ -128,9 +123,6 @@ class GrpcRelay:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.PERMISSION_DENIED or sent:
                     await context.abort(exc.code(), exc.details() or "")
-                if attempt == 0 and await self._pod.recover(pod_header):
-                    continue
-                break
             finally:
                 call.cancel()
         await context.abort(grpc.StatusCode.UNAVAILABLE, _POD_KEY_REFUSED)

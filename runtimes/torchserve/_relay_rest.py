@@ -156,8 +156,7 @@ class RestRelay:
     ) -> httpx.Response | None:
         """TorchServe's answer (streaming), after one recovery if it refused the pod's key; None when the
         pod's key cannot be fixed."""
-        for attempt in range(2):
-            pod_header = self._pod.header()
+        async for pod_header in self._pod.attempts():
             request = self._client.build_request(
                 method, url, headers=forwarded_headers(headers, pod_header), content=body
             )
@@ -168,8 +167,6 @@ class RestRelay:
             if not is_key_refusal(reply.status_code, reply.content):
                 return reply
             await reply.aclose()
-            if attempt == 0 and not await self._pod.recover(pod_header):
-                break
         return None
 
     async def _forward(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Final
@@ -154,6 +154,15 @@ class PodKey:
                 log.warning("TorchServe refused the pod's inference key and renewing it failed: %s", exc)
                 return False
             return True
+
+    async def attempts(self) -> AsyncIterator[str]:
+        """The pod's `Authorization` value to call TorchServe with; when the caller comes back for another
+        (TorchServe refused that one), the key after `recover`, once. At most two: a caller whose call
+        succeeds stops asking, and one left without a key after the loop says so."""
+        header = self.header()
+        yield header
+        if await self.recover(header):
+            yield self.header()
 
     def next_renewal(self) -> float:
         """Wall-clock seconds of the next renewal (now when no key has been read)."""
