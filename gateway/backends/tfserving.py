@@ -44,6 +44,7 @@ from gateway.codecs.tfserving.signature import (
     metadata_from_response,
     metadata_from_signatures,
     ready_from_status,
+    spec_number,
 )
 from gateway.errors import BackendError, GatewayError, InvalidRequest, ModelNotFound
 from gateway.proto.tfserving.tensorflow_serving.apis import (
@@ -169,11 +170,6 @@ def _spec(name: str, version: str, target: Target) -> model_pb2.ModelSpec:
     return spec
 
 
-def _status_version(spec: model_pb2.ModelSpec) -> str:
-    """The version to look for in a status answer: the number asked for, else any."""
-    return str(spec.version.value) if spec.WhichOneof("version_choice") == "version" else ""
-
-
 class _GrpcTransport:
     """TF Serving over gRPC: one persistent channel per endpoint, calls on bytes parsed here."""
 
@@ -232,7 +228,7 @@ class _GrpcTransport:
         message = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
         reply = await self._call(endpoint, _GET_STATUS, message, self._timeout_s)
         status = self._decode(lambda: _parse(get_model_status_pb2.GetModelStatusResponse, reply))
-        return ready_from_status(status, _status_version(spec))
+        return ready_from_status(status, spec_number(spec))
 
     async def ready(self, endpoint: str) -> bool:
         # TF Serving has no health call: any answer of its ModelService (for a model with no name,
@@ -320,9 +316,8 @@ class _RestTransport:
             raise BackendError(f"backend '{self._name}' answered metadata without a signature_def map")
         signatures = self._proto(get_model_metadata_pb2.SignatureDefMap, packed)
         served_spec = self._proto(model_pb2.ModelSpec, served)
-        number = str(served_spec.version.value) if served_spec.HasField("version") else ""
         try:
-            return metadata_from_signatures(name, number, signatures, target.signature_name)
+            return metadata_from_signatures(name, spec_number(served_spec), signatures, target.signature_name)
         except BackendError as exc:
             raise readable(self._name, exc) from None
 
@@ -332,7 +327,7 @@ class _RestTransport:
         if reply.status_code == 404:
             raise ModelNotFound(name, version)
         status = self._proto(get_model_status_pb2.GetModelStatusResponse, self._json(reply))
-        return ready_from_status(status, _status_version(spec))
+        return ready_from_status(status, spec_number(spec))
 
     async def ready(self, endpoint: str) -> bool:
         # No health endpoint in TF Serving's REST API: any HTTP answer shows the server is up.

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from gateway.codecs.tfserving.signature import DEFAULT_SIGNATURE
+from gateway.codecs.tfserving.signature import DEFAULT_SIGNATURE, spec_number
 from gateway.codecs.tfserving.tensor_proto import tensor_from_proto, tensor_to_proto
 from gateway.errors import BackendError, InvalidRequest, clip
 from gateway.proto.tfserving.tensorflow_serving.apis import model_pb2, predict_pb2
@@ -74,12 +74,7 @@ def fill_model_spec(spec: model_pb2.ModelSpec, name: str, version: str, target: 
 
 def spec_version(spec: model_pb2.ModelSpec) -> str:
     """The gateway's version string of a ModelSpec: its number, or its label, or ""."""
-    choice = spec.WhichOneof("version_choice")
-    if choice == "version":
-        return str(spec.version.value)
-    if choice == "version_label":
-        return spec.version_label
-    return ""
+    return spec.version_label if spec.WhichOneof("version_choice") == "version_label" else spec_number(spec)
 
 
 def predict_request(request: InferenceRequest, target: Target = NO_TARGET) -> predict_pb2.PredictRequest:

@@ -64,8 +64,13 @@ def metadata_from_response(
     if packed is None or not packed.Unpack(signatures):
         raise BackendError("answered GetModelMetadata without a SignatureDefMap")
     spec = response.model_spec
-    version = str(spec.version.value) if spec.HasField("version") else ""
-    return metadata_from_signatures(spec.name, version, signatures, signature_name)
+    return metadata_from_signatures(spec.name, spec_number(spec), signatures, signature_name)
+
+
+def spec_number(spec: Any) -> str:
+    """The version number a `ModelSpec` names, as the gateway's version string; "" when it names none
+    (a label, or no version)."""
+    return str(spec.version.value) if spec.HasField("version") else ""
 
 
 def metadata_from_signatures(
