@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -146,23 +146,10 @@ class StackPorts:
 
     @classmethod
     def ephemeral(cls) -> StackPorts:
-        ports = free_ports(13)
-        rest, grpc, metrics, runtime_http, runtime_grpc, runtime_metrics, tfs_grpc, tfs_rest = ports[:8]
-        return cls(
-            torchserve_rest=ports[8],
-            torchserve_grpc=ports[9],
-            torchserve_management=ports[10],
-            torchserve_metrics=ports[11],
-            torchserve_grpc_management=ports[12],
-            gateway_rest=rest,
-            gateway_grpc=grpc,
-            gateway_metrics=metrics,
-            runtime_http=runtime_http,
-            runtime_grpc=runtime_grpc,
-            runtime_metrics=runtime_metrics,
-            tfserving_grpc=tfs_grpc,
-            tfserving_rest=tfs_rest,
-        )
+        """Every port a free one, all distinct (the host stays loopback)."""
+        names = [f.name for f in fields(cls) if f.name != "host"]
+        ports: dict[str, Any] = dict(zip(names, free_ports(len(names)), strict=True))
+        return cls(**ports)
 
 
 EXAMPLE_MODELS = ("cnn", "transformer", "mlp")
@@ -408,8 +395,18 @@ class LocalStack:
         )
         self.gateway.start(echo=self.echo)
 
+    @property
+    def processes(self) -> dict[str, ManagedProcess | TorchServeProcess | None]:
+        """The stack's processes by role, in the order they start (None: not running)."""
+        return {
+            "jax": self.runtime,
+            "tfserving": self.tfserving,
+            "torchserve": self.torchserve,
+            "gateway": self.gateway,
+        }
+
     def stop(self) -> None:
-        for proc in (self.gateway, self.torchserve, self.tfserving, self.runtime):
+        for proc in reversed(self.processes.values()):
             if proc is not None:
                 with contextlib.suppress(Exception):
                     proc.stop()
@@ -492,7 +489,7 @@ def run_foreground(workdir: Path, *, tfserving: bool = True, torchserve: bool = 
             ),
             flush=True,
         )
-        processes = (stack.runtime, stack.tfserving, stack.torchserve, stack.gateway)
+        processes = stack.processes.values()
         while all(p.proc is not None and p.proc.poll() is None for p in processes if p):
             time.sleep(0.5)
         print("a process of the stack exited; stopping", flush=True)

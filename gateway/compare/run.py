@@ -55,12 +55,7 @@ class CompareOptions:
 
 def _roots(stack: LocalStack) -> dict[str, int]:
     """The pid at the root of each backend's processes, and the gateway's."""
-    procs = {
-        "jax": stack.runtime.proc if stack.runtime else None,
-        "tfserving": stack.tfserving.proc if stack.tfserving else None,
-        "torchserve": stack.torchserve.proc if stack.torchserve else None,
-        "gateway": stack.gateway.proc if stack.gateway else None,
-    }
+    procs = {name: process.proc if process else None for name, process in stack.processes.items()}
     missing = [name for name, proc in procs.items() if proc is None]
     if missing:
         raise RuntimeError(f"the stack runs without {', '.join(missing)}: nothing to compare")
